@@ -1,0 +1,1 @@
+"""Recording training diagnostics into the run store."""

@@ -1,0 +1,1 @@
+"""The built-in trainer: optimizers by name, regularizers, early stopping, k-fold, comparisons."""

@@ -1,0 +1,504 @@
+"""The built-in Trainer: any nn.Module, every textbook optimizer and regularizer, diagnostics recorded.
+
+Data flows through one closure per optimizer step: it runs forward/backward over the step's
+batches (one batch; or, for full-batch ``gd``, every batch of the epoch with its gradient
+accumulated), then clips. Optimizers that re-evaluate the loss (L-BFGS) get the closure itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from diagnose.monitor.recorder import StepRecorder
+from diagnose.monitor.store import RunWriter
+from diagnose.trainer.callbacks import Callback
+from diagnose.trainer.data import Batch, DataLike, as_tensor, make_batches, num_examples, split_batch
+from diagnose.trainer.early_stopping import EarlyStopping
+from diagnose.trainer.optimizers import OptimizerSpec, build_optimizer, resolve_optimizer
+from diagnose.trainer.regularizers import Regularizer
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SchedulerLike = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A named loss: its torch module and whether targets are classes (accuracy is then logged)."""
+
+    factory: Callable[[], nn.Module]
+    classification: bool
+    binary: bool = False
+
+
+LOSSES: dict[str, LossSpec] = {
+    "cross_entropy": LossSpec(nn.CrossEntropyLoss, True),
+    "nll": LossSpec(nn.NLLLoss, True),
+    "bce": LossSpec(nn.BCEWithLogitsLoss, True, binary=True),
+    "mse": LossSpec(nn.MSELoss, False),
+    "l1": LossSpec(nn.L1Loss, False),
+    "huber": LossSpec(nn.HuberLoss, False),
+}
+
+
+def _resolve_loss(loss: str | LossFn) -> tuple[LossFn, LossSpec | None]:
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss: unknown name {loss!r}; expected one of {list(LOSSES)} or a callable")
+        spec = LOSSES[loss]
+        return spec.factory(), spec
+    if callable(loss):
+        return loss, None
+    raise TypeError(f"loss: expected a name or a callable (outputs, targets) -> scalar, got {loss!r}")
+
+
+class Trainer:
+    """Trains ``model`` and records per-epoch metrics and per-step diagnostics.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch of inputs to outputs (logits for classification).
+        optimizer: a name from ``dg.list_optimizers()`` (``gd``, ``sgd``, ``minibatch_sgd``,
+            ``momentum``, ``nag``, ``adagrad``, ``rmsprop``, ``adadelta``, ``adam``), a
+            ``torch.optim`` class name (``"AdamW"``), or an optimizer instance over ``model``'s
+            parameters.
+        lr: learning rate; None keeps the optimizer's default.
+        optimizer_kwargs: further optimizer hyperparameters (e.g. ``{"momentum": 0.95}``).
+        loss: ``cross_entropy``, ``nll``, ``bce`` (with logits), ``mse``, ``l1``, ``huber``, or a
+            callable ``(outputs, targets) -> scalar`` with mean reduction.
+        regularizers: ``dg.L1``, ``dg.L2``, ``dg.Entropy``, ``dg.GaussianNoise``, or any
+            ``dg.Regularizer``.
+        augment: data augmentation, ``x -> x``, applied to training batches only.
+        early_stopping: a ``dg.EarlyStopping``.
+        grad_clip: clip threshold; by total norm (``clip_mode="norm"``) or per element
+            (``clip_mode="value"``).
+        scheduler: a ``torch.optim.lr_scheduler`` instance (when you pass an optimizer
+            instance) or a callable ``optimizer -> scheduler``; stepped per epoch (or per step
+            with ``scheduler_interval="step"``). ReduceLROnPlateau gets the early-stopping
+            monitor, else ``val_loss`` or ``train_loss``.
+        callbacks: ``dg.Callback`` objects.
+        run_dir: where the diagnostics are recorded (``dg.load_run(run_dir)``); None records nothing.
+        device: move the model there; None uses the device of the model's parameters.
+        seed: seeds torch's RNG and the shuffling at the start of ``fit``.
+        progress: show a tqdm progress bar over epochs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: str | torch.optim.Optimizer = "adam",
+        *,
+        lr: float | None = None,
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        loss: str | LossFn = "cross_entropy",
+        regularizers: Sequence[Regularizer] = (),
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        early_stopping: EarlyStopping | None = None,
+        grad_clip: float | None = None,
+        clip_mode: Literal["norm", "value"] = "norm",
+        scheduler: SchedulerLike | Callable[[torch.optim.Optimizer], SchedulerLike] | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        callbacks: Sequence[Callback] = (),
+        run_dir: str | None = None,
+        device: str | torch.device | None = None,
+        seed: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if device is not None:
+            model.to(device)
+        self.model = model
+        self.loss_fn, self.loss_spec = _resolve_loss(loss)
+        self.optimizer, self.optimizer_spec = self._make_optimizer(optimizer, lr, optimizer_kwargs)
+        self.regularizers = list(regularizers)
+        for i, reg in enumerate(self.regularizers):
+            if not isinstance(reg, Regularizer):
+                raise TypeError(f"regularizers[{i}]: expected a dg.Regularizer (L1, L2, Entropy, "
+                                f"GaussianNoise), got {type(reg).__name__}")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment: expected a callable x -> x, got {type(augment).__name__}")
+        self.augment = augment
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping: expected a dg.EarlyStopping, got {type(early_stopping).__name__}")
+        self.early_stopping = early_stopping
+        if grad_clip is not None:
+            if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or not grad_clip > 0:
+                raise ValueError(f"grad_clip: expected a positive number, got {grad_clip!r}")
+        if clip_mode not in ("norm", "value"):
+            raise ValueError(f"clip_mode: expected 'norm' or 'value', got {clip_mode!r}")
+        self.grad_clip, self.clip_mode = grad_clip, clip_mode
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval: expected 'epoch' or 'step', got {scheduler_interval!r}")
+        self.scheduler = self._make_scheduler(scheduler)
+        self.scheduler_interval = scheduler_interval
+        self.callbacks = list(callbacks)
+        self.run_dir = run_dir
+        self.seed = seed
+        self.progress = progress
+        self.step = 0  # optimizer steps taken so far, over all calls to fit
+        self.history = pd.DataFrame()
+        self.stopped_epoch: int | None = None
+
+    # -- construction helpers -----------------------------------------------------------------
+    def _make_optimizer(self, optimizer: Any, lr: float | None,
+                        kwargs: Mapping[str, Any] | None) -> tuple[torch.optim.Optimizer, OptimizerSpec | None]:
+        if isinstance(optimizer, torch.optim.Optimizer):
+            if lr is not None or kwargs:
+                raise ValueError("lr/optimizer_kwargs: set them on the optimizer instance you pass, not here")
+            own = {id(p) for p in self.model.parameters()}
+            if any(id(p) not in own for g in optimizer.param_groups for p in g["params"]):
+                raise ValueError("optimizer: the instance holds parameters that are not the model's")
+            return optimizer, None
+        if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+            optimizer = optimizer.__name__
+        spec = resolve_optimizer(optimizer)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model: has no trainable parameters (every requires_grad is False)")
+        return build_optimizer(spec, params, lr=lr, **dict(kwargs or {})), spec
+
+    def _make_scheduler(self, scheduler: Any) -> SchedulerLike | None:
+        if scheduler is None:
+            return None
+        if not isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler,
+                                      torch.optim.lr_scheduler.ReduceLROnPlateau)):
+            if not callable(scheduler):
+                raise TypeError("scheduler: expected an lr_scheduler or a callable optimizer -> lr_scheduler")
+            scheduler = scheduler(self.optimizer)
+        if getattr(scheduler, "optimizer", None) is not self.optimizer:
+            raise ValueError("scheduler: it must schedule the trainer's optimizer (pass a callable "
+                             "optimizer -> scheduler when the optimizer is given by name)")
+        return scheduler
+
+    @property
+    def batch_mode(self) -> str:
+        """``full`` (gd), ``single`` (sgd) or ``mini``."""
+        return self.optimizer_spec.batch_mode if self.optimizer_spec else "mini"
+
+    @property
+    def classification(self) -> bool:
+        return bool(self.loss_spec and self.loss_spec.classification)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.parameters())).device
+
+    def metric_names(self, with_validation: bool) -> list[str]:
+        """The names ``fit`` logs each epoch (what ``EarlyStopping(monitor=...)`` may watch)."""
+        names = ["train_loss"] + (["train_accuracy"] if self.classification else [])
+        if with_validation:
+            names += ["val_loss"] + (["val_accuracy"] if self.classification else [])
+        return names + ["lr"]
+
+    # -- batches ------------------------------------------------------------------------------
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        # Inputs go to the model's device; floating inputs take its dtype (float64 models work).
+        param = next(iter(self.model.parameters()))
+        x = x.to(param.device, non_blocking=True)
+        return x.to(param.dtype) if torch.is_floating_point(x) else x
+
+    def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
+        param = next(iter(self.model.parameters()))
+        x = self._inputs(x)
+        y = y.to(param.device, non_blocking=True)
+        if self.loss_spec and self.loss_spec.classification and not self.loss_spec.binary:
+            if y.ndim == 1:
+                y = y.long()
+        elif torch.is_floating_point(y) or self.loss_spec is not None:
+            y = y.to(param.dtype)
+        return x, y
+
+    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss_spec and not (self.loss_spec.classification and not self.loss_spec.binary):
+            if out.ndim == y.ndim + 1 and out.shape[-1] == 1:
+                y = y.reshape(out.shape)  # (N,) targets for (N, 1) outputs
+        return self.loss_fn(out, y)
+
+    def _correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss_spec and self.loss_spec.binary:
+            return ((out.reshape(y.shape) > 0) == (y > 0.5)).sum()
+        if y.ndim == out.ndim:  # class probabilities as targets
+            y = y.argmax(-1)
+        return (out.argmax(-1) == y).sum()
+
+    def _batch_sizes(self, train_data: DataLike, batch_size: int | None) -> int:
+        mode = self.batch_mode
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        if mode == "single":
+            if batch_size not in (None, 1):
+                raise ValueError(f"batch_size: optimizer 'sgd' takes one example per step, got batch_size="
+                                 f"{batch_size}; leave it unset or use optimizer='minibatch_sgd'")
+            loader_bs = getattr(train_data, "batch_size", 1) if isinstance(train_data, torch.utils.data.DataLoader) else 1
+            if loader_bs != 1:
+                raise ValueError("train_data: optimizer 'sgd' takes one example per step, but the DataLoader's "
+                                 f"batch_size is {loader_bs}")
+            return 1
+        if mode == "full":
+            # One step per epoch on the whole set's gradient; batch_size only bounds the memory of
+            # each forward pass (gradients are accumulated over the chunks).
+            n = len(train_data[0]) if isinstance(train_data, (tuple, list)) else num_examples(train_data)
+            return batch_size or n or 32
+        return batch_size or 32
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(
+        self,
+        train_data: DataLike,
+        val_data: DataLike | None = None,
+        epochs: int = 10,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+    ) -> pd.DataFrame:
+        """Train for up to ``epochs`` epochs; return one row per epoch (``epoch``, ``train_loss``,
+        ``val_loss``, accuracies for classification, ``lr``).
+
+        ``batch_size`` defaults to 32 for mini-batch optimizers; ``sgd`` always takes one example a
+        step and ``gd`` one step per epoch (there ``batch_size`` only bounds each forward pass).
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
+        bs = self._batch_sizes(train_data, batch_size)
+        generator = None
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+            generator = torch.Generator().manual_seed(self.seed)
+        full = self.batch_mode == "full"
+        train_batches = make_batches(train_data, "train_data", bs, shuffle and not full, generator)
+        val_batches = (make_batches(val_data, "val_data", max(bs, 256), False)
+                       if val_data is not None else None)
+        names = self.metric_names(val_batches is not None)
+        if self.early_stopping is not None:
+            if self.early_stopping.monitor not in names:
+                hint = " (no val_data was given)" if self.early_stopping.monitor.startswith("val_") else ""
+                raise ValueError(f"early_stopping: monitor {self.early_stopping.monitor!r} is never logged"
+                                 f"{hint}; logged names are {names}")
+            self.early_stopping.reset()
+        n_train = num_examples(train_batches)
+
+        writer = recorder = None
+        if self.run_dir is not None:
+            writer = RunWriter(self.run_dir, self._run_meta(epochs, bs, n_train))
+            recorder = StepRecorder(self.model, writer)
+        rows: list[dict[str, float]] = []
+        self.stopped_epoch = None
+        completed = False
+        try:
+            for cb in self.callbacks:
+                cb.on_fit_start(self)
+            bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not self.progress, leave=False)
+            for epoch in bar:
+                logs = self._train_epoch(train_batches, full, recorder)
+                if val_batches is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate_batches(val_batches).items()})
+                logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
+                row = {"epoch": epoch, **{k: logs[k] for k in names}}
+                rows.append(row)
+                if writer is not None:
+                    recorder.flush()
+                    writer.write_scalars((max(self.step - 1, 0), k, v) for k, v in row.items())
+                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith(("loss", "accuracy"))})
+                if self.scheduler is not None and self.scheduler_interval == "epoch":
+                    self._step_scheduler(logs)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, epoch, logs)
+                if self.early_stopping is not None and self.early_stopping.update(epoch, logs, self.model):
+                    self.stopped_epoch = epoch
+                    log.info("early stopping at epoch %d (best epoch %s)", epoch, self.early_stopping.best_epoch)
+                    break
+            bar.close()
+            if self.early_stopping is not None:
+                self.early_stopping.restore(self.model)
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+            completed = True
+        finally:
+            if writer is not None:
+                try:
+                    if recorder is not None:
+                        recorder.flush()
+                    writer.set_meta(end_time=_now(), steps=self.step, epochs_run=len(rows),
+                                    stopped_epoch=self.stopped_epoch,
+                                    best_epoch=self.early_stopping.best_epoch if self.early_stopping else None)
+                finally:
+                    writer.close(complete=completed)
+        self.history = pd.DataFrame(rows)
+        return self.history
+
+    def _train_epoch(self, batches: Iterable[Any], full: bool, recorder: StepRecorder | None) -> dict[str, float]:
+        self.model.train()
+        device = self.device
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        groups: Iterable[Any] = [batches] if full else ([b] for b in batches)
+        group_size = None
+        if full:  # the mean over the whole set is the sum of chunk means weighted by size / N
+            group_size = num_examples(batches) or sum(len(split_batch(b, "train_data")[0]) for b in batches)
+        for group in groups:
+            stats: dict[str, Any] = {}
+
+            def closure() -> torch.Tensor:
+                self.optimizer.zero_grad(set_to_none=True)
+                total = torch.zeros((), device=device)
+                s_loss = torch.zeros((), device=device, dtype=torch.float64)
+                s_correct = torch.zeros((), device=device, dtype=torch.long)
+                count = 0
+                for batch in group:
+                    x, y = self._prepare(*split_batch(batch, "train_data"))
+                    if self.augment is not None:
+                        x = self.augment(x)
+                    for reg in self.regularizers:
+                        x = reg.transform(x)
+                    out = self.model(x)
+                    data_loss = self._loss(out, y)
+                    objective = data_loss
+                    for reg in self.regularizers:
+                        term = reg.penalty(self.model, out)
+                        if term is not None:
+                            objective = objective + term
+                    n = len(x)
+                    weight = n / group_size if full else 1.0  # mean over the whole set for gd
+                    (objective * weight).backward()
+                    total = total + objective.detach() * weight
+                    s_loss = s_loss + data_loss.detach().double() * n
+                    if self.classification:
+                        s_correct = s_correct + self._correct(out.detach(), y)
+                    count += n
+                if recorder is not None:
+                    recorder.after_backward()
+                if self.grad_clip is not None:
+                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                    if self.clip_mode == "norm":
+                        torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    else:
+                        torch.nn.utils.clip_grad_value_(params, self.grad_clip)
+                stats.update(loss=s_loss, correct=s_correct, count=count)
+                return total
+
+            if isinstance(self.optimizer, torch.optim.LBFGS):
+                self.optimizer.step(closure)
+            else:
+                closure()
+                self.optimizer.step()
+            if stats["count"] == 0:
+                continue
+            loss_sum += stats["loss"]
+            correct += stats["correct"]
+            seen += stats["count"]
+            step_loss = stats["loss"] / stats["count"]
+            if recorder is not None:
+                recorder.after_step(self.step, step_loss)
+            for cb in self.callbacks:
+                cb.on_step_end(self, self.step, step_loss)
+            self.step += 1
+            if self.scheduler is not None and self.scheduler_interval == "step":
+                self._step_scheduler({"train_loss": float(step_loss)})
+        if seen == 0:
+            raise ValueError("train_data: yielded no examples in an epoch")
+        logs = {"train_loss": float(loss_sum) / seen}  # note: host sync, once per epoch
+        if self.classification:
+            logs["train_accuracy"] = float(correct) / seen
+        return logs
+
+    def _step_scheduler(self, logs: Mapping[str, float]) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            key = (self.early_stopping.monitor if self.early_stopping and self.early_stopping.monitor in logs
+                   else "val_loss" if "val_loss" in logs else "train_loss")
+            self.scheduler.step(logs[key])
+        else:
+            self.scheduler.step()
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _evaluate_batches(self, batches: Iterable[Any]) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        device = self.device
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    x, y = self._prepare(*split_batch(batch, "data"))
+                    out = self.model(x)
+                    loss_sum += self._loss(out, y).double() * len(x)
+                    if self.classification:
+                        correct += self._correct(out, y)
+                    seen += len(x)
+        finally:
+            self.model.train(was_training)
+        if seen == 0:
+            raise ValueError("data: yielded no examples")
+        result = {"loss": float(loss_sum) / seen}
+        if self.classification:
+            result["accuracy"] = float(correct) / seen
+        return result
+
+    def evaluate(self, data: DataLike, batch_size: int = 256) -> dict[str, float]:
+        """Mean loss (and accuracy for classification) of the model on ``data``, in eval mode."""
+        return self._evaluate_batches(make_batches(data, "data", batch_size, False))
+
+    def predict(self, X: Any, batch_size: int = 256) -> torch.Tensor:
+        """Model outputs for ``X`` (array or tensor) in eval mode, without gradients."""
+        X = as_tensor(X, "X")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                outs = [self.model(self._inputs(X[i:i + batch_size])) for i in range(0, len(X), batch_size)]
+        finally:
+            self.model.train(was_training)
+        return torch.cat(outs)
+
+    # -- metadata -----------------------------------------------------------------------------
+    def _run_meta(self, epochs: int, batch_size: int, n_train: int | None) -> dict[str, Any]:
+        hyper = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
+        return {
+            "source": "trainer",
+            "start_time": _now(),
+            "model": model_summary(self.model),
+            "optimizer": {"name": self.optimizer_spec.name if self.optimizer_spec else type(self.optimizer).__name__,
+                          "class": type(self.optimizer).__name__, "hyperparameters": hyper,
+                          "batch_mode": self.batch_mode},
+            "loss": self.loss_fn.__class__.__name__,
+            "regularizers": [repr(r) for r in self.regularizers],
+            "early_stopping": repr(self.early_stopping) if self.early_stopping else None,
+            "grad_clip": {"threshold": self.grad_clip, "mode": self.clip_mode} if self.grad_clip else None,
+            "scheduler": type(self.scheduler).__name__ if self.scheduler else None,
+            "epochs": epochs, "batch_size": batch_size, "n_train": n_train, "seed": self.seed,
+            "versions": versions(),
+        }
+
+
+def model_summary(model: nn.Module) -> dict[str, Any]:
+    """Layers (qualified name, type, own parameter count) and parameter totals."""
+    layers = [{"name": name, "type": type(m).__name__,
+               "params": sum(p.numel() for p in m.parameters(recurse=False))}
+              for name, m in model.named_modules() if name]
+    return {"class": type(model).__name__, "layers": layers,
+            "params": sum(p.numel() for p in model.parameters()),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a run depends on."""
+    import numpy
+    from diagnose import __version__
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "pandas": pd.__version__, "diagnose": __version__}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

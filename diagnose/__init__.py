@@ -1,0 +1,23 @@
+"""diagnose: is your PyTorch network training well, and why does it predict what it predicts.
+
+The public names of shared/API.md are re-exported here.
+"""
+
+__version__ = "0.1.0"
+
+from diagnose import datasets
+from diagnose.models import cnn, mlp
+from diagnose.monitor.store import Run, load_run
+from diagnose.trainer.callbacks import Callback
+from diagnose.trainer.compare import Comparison, compare_optimizers
+from diagnose.trainer.cross_validation import CrossValidation, cross_validate
+from diagnose.trainer.early_stopping import EarlyStopping
+from diagnose.trainer.optimizers import list_optimizers
+from diagnose.trainer.regularizers import L1, L2, Entropy, GaussianNoise, Regularizer
+from diagnose.trainer.trainer import Trainer
+
+__all__ = [
+    "Callback", "Comparison", "CrossValidation", "EarlyStopping", "Entropy", "GaussianNoise", "L1", "L2",
+    "Regularizer", "Run", "Trainer", "cnn", "compare_optimizers", "cross_validate", "datasets",
+    "list_optimizers", "load_run", "mlp", "__version__",
+]

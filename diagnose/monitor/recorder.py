@@ -31,31 +31,52 @@ class LayerParams:
             self.params.extend(own)
         device = self.params[0].device if self.params else torch.device("cpu")
         self._owner = torch.tensor(owner, dtype=torch.long, device=device)
+        self._present: tuple[bool, ...] | None = None  # which parameters had a gradient last time
+        self._index = self._has_grad = self._owner
+        self._all_grads = False
 
-    def _group_norms(self, tensors: list[torch.Tensor], present: list[bool]) -> torch.Tensor:
-        """L2 norm per layer of the given per-parameter tensors; NaN for a layer with none present."""
+    def norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-layer L2 norms of the gradients and of the parameters, as two (layers,) tensors.
+
+        One fused ``_foreach_norm`` over every gradient and parameter, one ``index_add_`` to sum
+        squares per layer: a handful of kernel launches per step, whatever the depth. A layer
+        with no gradient (frozen, or unused this step) reads NaN.
+        """
         n = len(self.names)
-        if not tensors:
-            return torch.full((n,), float("nan"))
-        norms = torch.stack(torch._foreach_norm(tensors)).float()
-        index = self._owner[torch.tensor(present, device=self._owner.device)]
-        squares = torch.zeros(n, device=norms.device).index_add_(0, index, norms.pow(2))
-        counts = torch.zeros(n, device=norms.device).index_add_(0, index, torch.ones_like(norms))
-        return torch.where(counts > 0, squares.sqrt(), torch.full_like(squares, float("nan")))
+        present = tuple(p.grad is not None for p in self.params)
+        if present != self._present:
+            self._present = present
+            grad_owner = self._owner[torch.tensor(present, dtype=torch.bool, device=self._owner.device)]
+            self._index = torch.cat([grad_owner, self._owner + n])
+            has_grad = torch.zeros(n, dtype=torch.bool, device=self._owner.device)
+            has_grad[grad_owner] = True
+            self._has_grad = has_grad
+            self._all_grads = all(present)
+        tensors = [p.grad.detach() for p in self.params if p.grad is not None]
+        tensors += [p.detach() for p in self.params]
+        squares = torch.stack(torch._foreach_norm(tensors)).float().pow_(2)
+        per_layer = torch.zeros(2 * n, device=squares.device).index_add_(0, self._index, squares).sqrt_()
+        grads = per_layer[:n]
+        if not self._all_grads:
+            grads = torch.where(self._has_grad, grads, torch.full_like(grads, float("nan")))
+        return grads, per_layer[n:]
 
     def grad_norms(self) -> torch.Tensor:
         """Per-layer gradient L2 norm (NaN for layers with no gradient, e.g. frozen ones)."""
-        present = [p.grad is not None for p in self.params]
-        grads = [p.grad.detach() for p in self.params if p.grad is not None]
-        return self._group_norms(grads, present)
+        return self.norms()[0]
 
     def weight_norms(self) -> torch.Tensor:
         """Per-layer L2 norm of the parameters."""
-        return self._group_norms([p.detach() for p in self.params], [True] * len(self.params))
+        return self.norms()[1]
 
 
 class StepRecorder:
-    """Buffers per-step loss and layer norms on the device; writes them every ``flush_every`` steps."""
+    """Buffers per-step loss and layer norms on the device; writes them every ``flush_every`` steps.
+
+    Gradient and weight norms are taken together after backward (before clipping and before the
+    update), so a step's row describes one parameter state: the weights that produced its loss
+    and the raw gradient of that loss.
+    """
 
     def __init__(self, model: nn.Module, writer: RunWriter, flush_every: int = 100) -> None:
         self.layers = LayerParams(model)
@@ -63,23 +84,22 @@ class StepRecorder:
         self.flush_every = flush_every
         self._steps: list[int] = []
         self._losses: list[torch.Tensor] = []
-        self._grads: list[torch.Tensor] = []
-        self._weights: list[torch.Tensor] = []
-        self._pending_grads: torch.Tensor | None = None
+        self._norms: list[torch.Tensor] = []
+        self._pending: torch.Tensor | None = None
 
     def after_backward(self) -> None:
-        """Take the gradient norms now (before clipping: the raw gradient is the diagnostic)."""
-        self._pending_grads = self.layers.grad_norms()
+        """Take the gradient and weight norms of this step (stays on the device)."""
+        self._pending = torch.cat(self.layers.norms())
 
     def after_step(self, step: int, loss: torch.Tensor) -> None:
-        """Record the step's loss, the gradient norms taken before it and the updated weights' norms."""
-        n = len(self.layers.names)
+        """Buffer the step's loss with the norms taken after its backward pass."""
+        if self._pending is None:  # no backward this step (e.g. an optimizer without gradients)
+            grads = torch.full((len(self.layers.names),), float("nan"))
+            self._pending = torch.cat([grads.to(self.layers.weight_norms().device), self.layers.weight_norms()])
         self._steps.append(step)
         self._losses.append(loss.detach().float().reshape(()))
-        grads = self._pending_grads if self._pending_grads is not None else torch.full((n,), float("nan"))
-        self._grads.append(grads)
-        self._weights.append(self.layers.weight_norms())
-        self._pending_grads = None
+        self._norms.append(self._pending)
+        self._pending = None
         if len(self._steps) >= self.flush_every:
             self.flush()
 
@@ -87,13 +107,14 @@ class StepRecorder:
         """Copy the buffered statistics to the host in one transfer and hand them to the writer."""
         if not self._steps:
             return
-        losses = torch.stack(self._losses).cpu().tolist()  # note: one host sync per flush
-        grads = torch.stack([g.to(self._losses[0].device) for g in self._grads]).cpu().tolist()
-        weights = torch.stack([w.to(self._losses[0].device) for w in self._weights]).cpu().tolist()
-        self.writer.write_scalars((s, "loss", v) for s, v in zip(self._steps, losses))
+        n = len(self.layers.names)
+        device = self._norms[0].device
+        # note: one host sync per flush
+        block = torch.cat([torch.stack(self._losses).to(device)[:, None], torch.stack(self._norms)], 1).cpu().tolist()
+        self.writer.write_scalars((s, "loss", row[0]) for s, row in zip(self._steps, block))
         self.writer.write_layer_stats(
-            {"step": s, "layer": name, "grad_norm": g, "weight_norm": w}
-            for s, gs, ws in zip(self._steps, grads, weights)
-            for name, g, w in zip(self.layers.names, gs, ws)
+            {"step": s, "layer": name, "grad_norm": row[1 + i], "weight_norm": row[1 + n + i]}
+            for s, row in zip(self._steps, block)
+            for i, name in enumerate(self.layers.names)
         )
-        self._steps, self._losses, self._grads, self._weights = [], [], [], []
+        self._steps, self._losses, self._norms = [], [], []

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints ratios against a plain baseline, interleaved in one run, median of repeats."""

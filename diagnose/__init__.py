@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from diagnose import datasets
 from diagnose.models import cnn, mlp
 from diagnose.monitor.store import Run, load_run
+from diagnose.monitor.watch import Watch, watch
 from diagnose.trainer.callbacks import Callback
 from diagnose.trainer.compare import Comparison, compare_optimizers
 from diagnose.trainer.cross_validation import CrossValidation, cross_validate
@@ -18,6 +19,6 @@ from diagnose.trainer.trainer import Trainer
 
 __all__ = [
     "Callback", "Comparison", "CrossValidation", "EarlyStopping", "Entropy", "GaussianNoise", "L1", "L2",
-    "Regularizer", "Run", "Trainer", "cnn", "compare_optimizers", "cross_validate", "datasets",
-    "list_optimizers", "load_run", "mlp", "__version__",
+    "Regularizer", "Run", "Trainer", "Watch", "cnn", "compare_optimizers", "cross_validate", "datasets",
+    "list_optimizers", "load_run", "mlp", "watch", "__version__",
 ]

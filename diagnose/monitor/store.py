@@ -22,11 +22,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "run.sqlite"
+
+
+def db_name(rank: int | None) -> str:
+    """The store file of one process: ``run.sqlite``, or ``run.rank<R>.sqlite`` under torch.distributed."""
+    return DB_NAME if rank is None else f"run.rank{rank}.sqlite"
+
+
+def _store_files(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.glob("run*.sqlite") if p.name == DB_NAME or p.name.startswith("run.rank"))
+
+
+def _rank_of(path: Path) -> int:
+    return int(path.name[len("run.rank"):-len(".sqlite")]) if path.name != DB_NAME else 0
 
 # The columns of run.layer_stats() (shared/API.md §2), in order. A statistic not recorded for a
 # layer reads as NaN.
@@ -60,24 +74,41 @@ class RunWriter:
     ``close(complete=True)`` marks the run complete and stops the thread.
     """
 
-    def __init__(self, run_dir: str | Path, meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, run_dir: str | Path, meta: Mapping[str, Any] | None = None, *,
+                 resume: bool = False, overwrite: bool = False, rank: int | None = None) -> None:
+        if resume and overwrite:
+            raise ValueError("resume/overwrite: choose one (resume appends, overwrite replaces)")
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.run_dir / DB_NAME
-        if self.path.exists():
-            raise FileExistsError(
-                f"run_dir: {self.run_dir} already holds a run; choose a new directory "
-                "(the recorded data is never overwritten)"
-            )
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(err.errno, f"run_dir: cannot create {self.run_dir} ({err.strerror or err})") from err
+        self.path = self.run_dir / db_name(rank)
+        if self.path.exists() and not resume:
+            if not overwrite:
+                raise FileExistsError(
+                    f"run_dir: {self.run_dir} already holds a run; choose a new directory, or pass "
+                    "resume=True to continue it or overwrite=True to replace it"
+                )
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._error: BaseException | None = None
-        self._layer_columns = set(LAYER_STAT_COLUMNS)
         # Create the schema on this thread, so a bad path fails here, not in the writer thread.
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.Error as err:
+            raise OSError(f"run_dir: cannot write the run store {self.path} ({err})") from err
+        self._layer_columns = {row[1] for row in conn.execute("PRAGMA table_info(layer_stats)")}
+        last = conn.execute("SELECT MAX(s) FROM (SELECT MAX(step) AS s FROM scalars "
+                            "UNION ALL SELECT MAX(step) FROM layer_stats)").fetchone()[0]
         conn.close()
+        self.start_step = 0 if last is None else int(last) + 1  # where a resumed run continues
         self._thread = threading.Thread(target=self._run, name="diagnose-run-writer", daemon=True)
         self._thread.start()
         self.set_meta(complete=False, **(meta or {}))
+        if resume and self.start_step:
+            self.set_meta(resumed_at_step=self.start_step)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False)
@@ -189,45 +220,114 @@ class RunWriter:
 
 
 class Run:
-    """A recorded run, read back from its directory (complete or killed mid-way)."""
+    """A recorded run, read back from its directory (complete, in progress, or killed mid-way).
+
+    Under torch.distributed each rank writes its own file; the tables then hold every rank's rows
+    with a ``rank`` column (0 for a single process).
+    """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / DB_NAME
-        if not self.path.is_file():
+        self.paths = _store_files(self.run_dir) if self.run_dir.is_dir() else []
+        if not self.paths:
             raise FileNotFoundError(f"run_dir: no recorded run in {self.run_dir} (expected {DB_NAME})")
 
     def _query(self, sql: str) -> pd.DataFrame:
-        # A plain (not read-only) connection: opening a WAL database whose writer was killed
-        # needs to recover its -wal/-shm files, which a read-only connection cannot do.
-        conn = sqlite3.connect(self.path)
-        try:
-            return pd.read_sql_query(sql, conn)
-        finally:
-            conn.close()
+        frames = []
+        for path in self.paths:
+            # A plain (not read-only) connection: opening a WAL database whose writer was killed
+            # needs to recover its -wal/-shm files, which a read-only connection cannot do.
+            conn = sqlite3.connect(path)
+            try:
+                frame = pd.read_sql_query(sql, conn)
+            finally:
+                conn.close()
+            frame["rank"] = _rank_of(path)
+            frames.append(frame)
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
     @property
     def meta(self) -> dict[str, Any]:
-        """Run metadata: model summary, optimizer and hyperparameters, versions, start/end, complete."""
+        """Run metadata: model summary, optimizer and hyperparameters, versions, start/end, complete.
+
+        For several ranks: rank 0's, with ``complete`` true only if every rank completed, and
+        ``ranks`` holding each rank's own metadata.
+        """
         frame = self._query("SELECT key, value FROM meta")
-        return {k: json.loads(v) for k, v in zip(frame["key"], frame["value"])}
+        per_rank = {int(r): {k: json.loads(v) for k, v in zip(g["key"], g["value"])}
+                    for r, g in frame.groupby("rank")}
+        first = per_rank[min(per_rank)]
+        if len(per_rank) == 1:
+            return first
+        return {**first, "complete": all(m.get("complete") for m in per_rank.values()), "ranks": per_rank}
 
     def scalars(self) -> pd.DataFrame:
-        """One row per logged step: ``step`` and one column per logged name."""
+        """One row per logged step (per rank): ``step``, one column per logged name, ``rank``."""
         long = self._query("SELECT step, name, value FROM scalars ORDER BY step, rowid")
         if long.empty:
-            return pd.DataFrame({"step": pd.Series(dtype="int64")})
+            return pd.DataFrame({"step": pd.Series(dtype="int64"), "rank": pd.Series(dtype="int64")})
         order = list(dict.fromkeys(long["name"]))
-        wide = long.pivot(index="step", columns="name", values="value")[order]
+        # (step, name) is unique within a rank's file, so a plain pivot; NaN values stay NaN
+        wide = long.pivot(index=["rank", "step"], columns="name", values="value").reindex(columns=order)
         wide.columns.name = None
-        return wide.reset_index()
+        wide = wide.reset_index()[["step", *order, "rank"]]
+        return wide.sort_values(["step", "rank"], kind="stable").reset_index(drop=True)
 
     def layer_stats(self) -> pd.DataFrame:
-        """One row per (step, layer); the columns of shared/API.md §2 (NaN where not recorded)."""
+        """One row per (step, layer[, rank]); the columns of shared/API.md §2 (NaN where not recorded)."""
         frame = self._query("SELECT * FROM layer_stats ORDER BY step, rowid")
         for c in LAYER_STAT_COLUMNS:
+            if c not in frame:
+                frame[c] = np.nan
             frame[c] = frame[c].astype("float64")
-        return frame
+        rest = [c for c in frame.columns if c not in ("step", "layer", "rank", *LAYER_STAT_COLUMNS)]
+        frame = frame[["step", "layer", *LAYER_STAT_COLUMNS, *rest, "rank"]]
+        return frame.sort_values(["step", "rank"], kind="stable").reset_index(drop=True)
+
+    def export(self, directory: str | Path, format: str = "parquet") -> list[Path]:
+        """Write ``layer_stats``, ``scalars`` (Parquet or CSV) and ``meta.json`` into ``directory``."""
+        if format not in ("parquet", "csv"):
+            raise ValueError(f"format: expected 'parquet' or 'csv', got {format!r}")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, frame in (("layer_stats", self.layer_stats()), ("scalars", self.scalars())):
+            path = out / f"{name}.{format}"
+            if format == "csv":
+                frame.to_csv(path, index=False)
+            else:
+                try:
+                    frame.to_parquet(path, index=False)
+                except ImportError as err:
+                    raise ImportError("format='parquet' needs pyarrow (pip install pyarrow); "
+                                      "or use format='csv'") from err
+            paths.append(path)
+        meta_path = out / "meta.json"
+        meta_path.write_text(json.dumps(self.meta, indent=2, default=str))
+        return [*paths, meta_path]
+
+    def to_tensorboard(self, logdir: str | Path) -> Path:
+        """Write the scalars and per-layer statistics as TensorBoard events (needs ``tensorboard``)."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError("to_tensorboard needs the tensorboard package (pip install tensorboard)") from err
+        logdir = Path(logdir)
+        writer = SummaryWriter(log_dir=str(logdir))
+        try:
+            scalars = self.scalars()
+            for name in scalars.columns.drop(["step", "rank"]):
+                for step, value, rank in scalars[["step", name, "rank"]].dropna().itertuples(index=False):
+                    writer.add_scalar(name if rank == 0 else f"rank{rank}/{name}", value, int(step))
+            stats = self.layer_stats()
+            for column in [c for c in stats.columns if c not in ("step", "layer", "rank")]:
+                for (layer, rank), group in stats[["step", "layer", "rank", column]].dropna().groupby(["layer", "rank"]):
+                    tag = f"{column}/{layer}" if rank == 0 else f"rank{rank}/{column}/{layer}"
+                    for step, value in zip(group["step"], group[column]):
+                        writer.add_scalar(tag, value, int(step))
+        finally:
+            writer.close()
+        return logdir
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r})"

@@ -29,7 +29,7 @@ def test_round_trip_and_merge(tmp_path):
     w.close()
     assert run.meta == {"note": "x", "complete": True}
     s = run.scalars()
-    assert list(s.columns) == ["step", "loss", "val_loss"]
+    assert list(s.columns) == ["step", "loss", "val_loss", "rank"]
     assert s["loss"].tolist() == [1.5, 1.25] and math.isnan(s["val_loss"][0]) and s["val_loss"][1] == 2.0
     ls = run.layer_stats()
     assert list(ls.columns[:2]) == ["step", "layer"] and set(LAYER_STAT_COLUMNS) <= set(ls.columns)
@@ -60,10 +60,10 @@ def test_trainer_records_per_step_loss_and_exact_layer_norms(tmp_path):
                                   torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in m.parameters()])).item(),
                                   loss.item()))
 
-    dg.Trainer(model, "adam", callbacks=[Oracle()], run_dir=str(tmp_path), progress=False).fit((X, y), epochs=2, batch_size=16)
+    dg.Trainer(model, "adam", callbacks=[Oracle()], run_dir=str(tmp_path), diagnostics_every=1, progress=False).fit((X, y), epochs=2, batch_size=16)
     run = dg.load_run(tmp_path)
     stats = run.layer_stats().set_index(["step", "layer"])
-    assert sorted(stats.index.get_level_values("layer").unique()) == ["bn1", "fc1", "out"]
+    assert sorted(stats.index.get_level_values("layer").unique()) == ["act1", "bn1", "fc1", "out"]
     for step, name, g, w, loss in Oracle.rows:
         assert stats.loc[(step, name), "grad_norm"] == pytest.approx(g, rel=1e-5)
         # a step's weight norm is of the weights before its update, i.e. after the previous step's

@@ -1,0 +1,106 @@
+"""NaN/Inf tracking: where the first non-finite value appeared, and how many each layer held.
+
+Every step, the input and the output of each module that can *produce* a non-finite value from
+finite inputs are summed on the device (a sum is NaN/Inf iff an element is, or it overflowed
+float32, which means the values have exploded anyway). The sums are checked on the host at the
+next flush, so the first step and the first module in forward order are known exactly without a
+per-step sync.
+
+On sampled steps the ``nonfinite`` column counts NaN/Inf values exactly. Counting costs two
+passes over every output and gradient, and the answer is almost always zero; so we first test
+all sums and gradient norms at once (one host sync per *sampled* step, not per step) and count
+only in the tensors that hold a non-finite value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from diagnose.monitor.statistics.base import StepContext
+
+INPUT_NAME = "(input)"
+
+
+def count_nonfinite(tensor: torch.Tensor) -> torch.Tensor:
+    """Number of NaN/Inf elements: x * 0 is 0 for finite x and NaN otherwise."""
+    return torch.count_nonzero(tensor * 0)
+
+
+class NonFiniteTracker:
+    """Per-step checks (origin) and per-sampled-step counts of non-finite values."""
+
+    def __init__(self) -> None:
+        self._checks: list[torch.Tensor] = []
+        self._check_names: list[str] = []
+        self._sampled: list[tuple[int, list[torch.Tensor], torch.Tensor]] = []
+        self.first: dict[str, Any] | None = None
+
+    @staticmethod
+    def total(tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The float32 sum of all elements of ``tensors`` (NaN/Inf iff one of them is)."""
+        total = tensors[0].sum(dtype=torch.float32)
+        for t in tensors[1:]:
+            total = total + t.sum(dtype=torch.float32)
+        return total
+
+    def check(self, name: str, tensors: list[torch.Tensor], total: torch.Tensor | None = None) -> torch.Tensor:
+        """Record this step's check of a module output (or the model input)."""
+        total = self.total(tensors) if total is None else total
+        self._checks.append(total)
+        self._check_names.append(name)
+        return total
+
+    def keep_for_count(self, index: int, tensors: list[torch.Tensor], total: torch.Tensor) -> None:
+        """On a sampled step: keep an output until the step ends, to count it if it is non-finite."""
+        self._sampled.append((index, tensors, total))
+
+    def end_step(self) -> tuple[tuple[str, ...], torch.Tensor] | None:
+        """Close the step's checks: returns (names, sums) to buffer until the flush, or None."""
+        checks = (tuple(self._check_names), torch.stack(self._checks)) if self._checks else None
+        self._checks, self._check_names = [], []
+        return checks
+
+    def counts(self, ctx: StepContext | None) -> tuple[dict[int, float], np.ndarray | None]:
+        """Exact NaN/Inf counts of this sampled step: per observed-module index, and per layer
+        (gradients). Costs one host sync; the counting itself only runs where something is bad."""
+        sampled, self._sampled = self._sampled, []
+        grad_norms = ctx.grad_param_norms() if ctx is not None and ctx.grads else None
+        parts = [t for _, _, t in sampled] + ([grad_norms] if grad_norms is not None else [])
+        if not parts:
+            return {}, None
+        flat = torch.cat([p.reshape(-1) for p in parts])
+        if bool(torch.isfinite(flat).all()):  # note: host sync, once per sampled step
+            n_layers = len(ctx.layers) if ctx is not None else 0
+            return {i: 0.0 for i, _, _ in sampled}, np.zeros(n_layers)
+        outputs = {}
+        for index, tensors, total in sampled:
+            bad = not math.isfinite(float(total))
+            outputs[index] = outputs.get(index, 0.0) + (float(sum(count_nonfinite(t) for t in tensors)) if bad else 0.0)
+        per_layer = None
+        if ctx is not None:
+            owner = ctx.grad_owner.tolist()
+            per_layer = np.zeros(len(ctx.layers))
+            for g, norm, layer in zip(ctx.grads, grad_norms.tolist(), owner):
+                if not math.isfinite(norm):
+                    per_layer[layer] += float(count_nonfinite(g))
+        return outputs, per_layer
+
+    def resolve_forward(self, step: int, names: tuple[str, ...], sums: np.ndarray) -> dict[str, Any] | None:
+        """The first non-finite value of a step's forward pass, in forward order (host side)."""
+        bad = ~np.isfinite(sums)
+        if not bad.any():
+            return None
+        name = names[int(np.argmax(bad))]
+        return self.offer(step, name, "input" if name == INPUT_NAME else "output")
+
+    def offer(self, step: int, layer: str, where: str) -> dict[str, Any] | None:
+        """Keep (step, layer, where) if it comes before what is known; returns it if it was kept."""
+        order = {"input": 0, "output": 0, "gradient": 1}  # the forward pass precedes the backward
+        if self.first is not None and (self.first["step"], order[self.first["where"]]) <= (step, order[where]):
+            return None
+        self.first = {"step": step, "layer": layer, "where": where}
+        return self.first

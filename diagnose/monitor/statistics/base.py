@@ -1,0 +1,114 @@
+"""Template methods for statistics: subclasses say *what* to compute; the watch handles cadence,
+device buffers, the host copy and storage.
+
+Two kinds:
+
+- ``OutputStatistic``: computed on a module's output in its forward hook, on sampled steps. Each
+  call yields ``width`` accumulators as 0-d device tensors (``partial``); the calls of one step are
+  combined (``combine``), stacked with every other statistic's into one tensor per step, and
+  turned into column values on the host at flush time (``finalize``): no per-step host sync, and
+  no device work beyond the reductions themselves.
+- ``ParameterStatistic``: computed once per optimizer step over every layer's parameters with
+  fused multi-tensor ops; returns a (len(columns), n_layers) device tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from diagnose.monitor.layers import LayerParams
+
+
+class OutputStatistic:
+    """A statistic of module outputs. Subclasses set ``columns``/``width`` and write ``partial``."""
+
+    columns: ClassVar[tuple[str, ...]] = ()
+    width: ClassVar[int] = 1          # numbers per module per step after ``reduce``
+    single_tensor_only: ClassVar[bool] = False  # skip tuple/dict outputs (e.g. unit-wise statistics)
+
+    def applies_to(self, module: nn.Module) -> bool:
+        """Whether to compute this statistic for ``module`` at all (decided once, at attach)."""
+        return True
+
+    def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
+        """``width`` accumulators (0-d tensors) for one floating-point output tensor."""
+        raise NotImplementedError
+
+    def combine(self, partials: list[tuple[int, Sequence[torch.Tensor]]]) -> Sequence[torch.Tensor | float]:
+        """Merge the ``(call_index, partial)`` pairs of one step into ``width`` numbers (0-d tensors
+        or host floats); default: add them up."""
+        if len(partials) == 1:
+            return partials[0][1]
+        return [sum(p[i] for _, p in partials) for i in range(self.width)]  # type: ignore[misc]
+
+    def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
+        """Column values from the reduced numbers; ``count`` is the number of output elements seen."""
+        raise NotImplementedError
+
+
+@dataclass
+class StepContext:
+    """What parameter statistics see at an optimizer step; shared results are computed once."""
+
+    layers: LayerParams
+    optimizer: torch.optim.Optimizer | None
+    grads: list[torch.Tensor]
+    grad_owner: torch.Tensor
+    snapshot: list[torch.Tensor] | None  # the parameters before this step's update, if taken
+    _cache: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def grad_param_norms(self) -> torch.Tensor:
+        """The L2 norm of each present gradient (one fused kernel, shared by every statistic)."""
+        if "grad_params" not in self._cache:
+            self._cache["grad_params"] = (torch.stack(torch._foreach_norm(self.grads)).float() if self.grads
+                                          else torch.zeros(0, device=self.layers.device))
+        return self._cache["grad_params"]
+
+    def grad_norms(self) -> torch.Tensor:
+        """Per-layer gradient norm; NaN for layers without a gradient."""
+        if "grad" not in self._cache:
+            squares = self.grad_param_norms().square()
+            norms = self.layers.sum_per_layer(squares, self.grad_owner).sqrt_()
+            self._cache["grad"] = norms if self.layers.all_grads else self.layers.mask_missing(norms)
+        return self._cache["grad"]
+
+    def weight_norms_before(self) -> torch.Tensor:
+        """Per-layer norm of the parameters before the update (now, if no snapshot was taken)."""
+        if "before" not in self._cache:
+            params = self.snapshot if self.snapshot is not None else [p.detach() for p in self.layers.params]
+            self._cache["before"] = self.layers.norms(params)
+        return self._cache["before"]
+
+    def update_norms(self) -> torch.Tensor | None:
+        """Per-layer norm of this step's update Δθ, or None without a snapshot.
+
+        Computed in place in the snapshot buffer (no allocation), so the snapshot is used up:
+        its norms are taken first and cached.
+        """
+        if "update" not in self._cache:
+            if self.snapshot is None:
+                return None
+            self.weight_norms_before()
+            torch._foreach_sub_(self.snapshot, [p.detach() for p in self.layers.params])  # now -Δθ
+            self._cache["update"] = self.layers.norms(self.snapshot)
+            self.snapshot = None
+        return self._cache["update"]
+
+
+class ParameterStatistic:
+    """A per-layer statistic of parameters, gradients or optimizer state."""
+
+    columns: ClassVar[tuple[str, ...]] = ()
+    every_step: ClassVar[bool] = False      # cheap enough to compute at every step
+    needs_snapshot: ClassVar[bool] = False  # needs the parameters from before the update
+    uses_grads: ClassVar[bool] = False      # not recorded for layers that had no gradient
+
+    def compute(self, ctx: StepContext) -> torch.Tensor:
+        """A (len(columns), n_layers) tensor; NaN where a value does not apply."""
+        raise NotImplementedError

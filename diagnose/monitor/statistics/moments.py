@@ -1,0 +1,28 @@
+"""act_mean and act_std of a module's output, from its sum and sum of squares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from diagnose.monitor.statistics.base import OutputStatistic
+
+
+class ActivationMoments(OutputStatistic):
+    columns = ("act_mean", "act_std")
+    width = 2
+
+    def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
+        # the squared L2 norm is the sum of squares in one fused reduction
+        return (output.sum(dtype=torch.float32), torch.linalg.vector_norm(output, dtype=torch.float32).square())
+
+    def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
+        if count == 0:
+            return (math.nan, math.nan)
+        mean = values[0] / count
+        var = values[1] / count - mean * mean  # population variance; clipped at 0 against rounding
+        return (float(mean), float(math.sqrt(max(var, 0.0))) if math.isfinite(var) else math.nan)

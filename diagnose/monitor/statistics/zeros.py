@@ -1,0 +1,22 @@
+"""act_zero_frac: the fraction of a module's outputs that are exactly zero."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from diagnose.monitor.statistics.base import OutputStatistic
+
+
+class ZeroFraction(OutputStatistic):
+    columns = ("act_zero_frac",)
+
+    def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
+        return (torch.count_nonzero(output),)  # zeros = count - nonzeros, on the host
+
+    def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
+        return (float((count - values[0]) / count) if count else math.nan,)

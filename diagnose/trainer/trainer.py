@@ -8,10 +8,8 @@ accumulated), then clips. Optimizers that re-evaluate the loss (L-BFGS) get the 
 from __future__ import annotations
 
 import logging
-import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import pandas as pd
@@ -19,8 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from diagnose.monitor.recorder import StepRecorder
-from diagnose.monitor.store import RunWriter
+from diagnose.monitor.meta import optimizer_summary
+from diagnose.monitor.watch import DEFAULT_EVERY, Watch, watch
 from diagnose.trainer.callbacks import Callback
 from diagnose.trainer.data import Batch, DataLike, as_tensor, make_batches, num_examples, split_batch
 from diagnose.trainer.early_stopping import EarlyStopping
@@ -87,7 +85,9 @@ class Trainer:
             with ``scheduler_interval="step"``). ReduceLROnPlateau gets the early-stopping
             monitor, else ``val_loss`` or ``train_loss``.
         callbacks: ``dg.Callback`` objects.
-        run_dir: where the diagnostics are recorded (``dg.load_run(run_dir)``); None records nothing.
+        run_dir: where the diagnostics are recorded with ``dg.watch`` (``dg.load_run(run_dir)``);
+            None records nothing.
+        diagnostics_every: the watch's cadence for its costlier statistics (``every``).
         device: move the model there; None uses the device of the model's parameters.
         seed: seeds torch's RNG and the shuffling at the start of ``fit``.
         progress: show a tqdm progress bar over epochs.
@@ -110,6 +110,7 @@ class Trainer:
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         callbacks: Sequence[Callback] = (),
         run_dir: str | None = None,
+        diagnostics_every: int = DEFAULT_EVERY,
         device: str | torch.device | None = None,
         seed: int | None = None,
         progress: bool = True,
@@ -144,6 +145,7 @@ class Trainer:
         self.scheduler_interval = scheduler_interval
         self.callbacks = list(callbacks)
         self.run_dir = run_dir
+        self.diagnostics_every = diagnostics_every
         self.seed = seed
         self.progress = progress
         self.step = 0  # optimizer steps taken so far, over all calls to fit
@@ -287,10 +289,10 @@ class Trainer:
             self.early_stopping.reset()
         n_train = num_examples(train_batches)
 
-        writer = recorder = None
+        run = None
         if self.run_dir is not None:
-            writer = RunWriter(self.run_dir, self._run_meta(epochs, bs, n_train))
-            recorder = StepRecorder(self.model, writer)
+            run = watch(self.model, self.optimizer, self.run_dir, every=self.diagnostics_every,
+                        meta=self._run_meta(epochs, bs, n_train))
         rows: list[dict[str, float]] = []
         self.stopped_epoch = None
         completed = False
@@ -299,15 +301,14 @@ class Trainer:
                 cb.on_fit_start(self)
             bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not self.progress, leave=False)
             for epoch in bar:
-                logs = self._train_epoch(train_batches, full, recorder)
+                logs = self._train_epoch(train_batches, full, run)
                 if val_batches is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate_batches(val_batches).items()})
                 logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
                 row = {"epoch": epoch, **{k: logs[k] for k in names}}
                 rows.append(row)
-                if writer is not None:
-                    recorder.flush()
-                    writer.write_scalars((max(self.step - 1, 0), k, v) for k, v in row.items())
+                if run is not None:
+                    run.log(**row)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith(("loss", "accuracy"))})
                 if self.scheduler is not None and self.scheduler_interval == "epoch":
                     self._step_scheduler(logs)
@@ -324,19 +325,16 @@ class Trainer:
                 cb.on_fit_end(self)
             completed = True
         finally:
-            if writer is not None:
+            if run is not None:
                 try:
-                    if recorder is not None:
-                        recorder.flush()
-                    writer.set_meta(end_time=_now(), steps=self.step, epochs_run=len(rows),
-                                    stopped_epoch=self.stopped_epoch,
-                                    best_epoch=self.early_stopping.best_epoch if self.early_stopping else None)
+                    run.set_meta(epochs_run=len(rows), stopped_epoch=self.stopped_epoch,
+                                 best_epoch=self.early_stopping.best_epoch if self.early_stopping else None)
                 finally:
-                    writer.close(complete=completed)
+                    run.close(complete=completed)
         self.history = pd.DataFrame(rows)
         return self.history
 
-    def _train_epoch(self, batches: Iterable[Any], full: bool, recorder: StepRecorder | None) -> dict[str, float]:
+    def _train_epoch(self, batches: Iterable[Any], full: bool, run: Watch | None) -> dict[str, float]:
         self.model.train()
         device = self.device
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -376,12 +374,11 @@ class Trainer:
                     if self.classification:
                         s_correct = s_correct + self._correct(out.detach(), y)
                     count += n
-                if recorder is not None:
-                    recorder.after_backward()
                 if self.grad_clip is not None:
                     params = [p for g in self.optimizer.param_groups for p in g["params"]]
                     if self.clip_mode == "norm":
-                        torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                        # the total norm before clipping: the watch records the clipped gradients
+                        stats["raw_grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
                     else:
                         torch.nn.utils.clip_grad_value_(params, self.grad_clip)
                 stats.update(loss=s_loss, correct=s_correct, count=count)
@@ -398,8 +395,10 @@ class Trainer:
             correct += stats["correct"]
             seen += stats["count"]
             step_loss = stats["loss"] / stats["count"]
-            if recorder is not None:
-                recorder.after_step(self.step, step_loss)
+            if run is not None:
+                run.log(loss=step_loss)
+                if "raw_grad_norm" in stats:
+                    run.log(grad_norm_before_clip=stats["raw_grad_norm"])
             for cb in self.callbacks:
                 cb.on_step_end(self, self.step, step_loss)
             self.step += 1
@@ -464,41 +463,14 @@ class Trainer:
 
     # -- metadata -----------------------------------------------------------------------------
     def _run_meta(self, epochs: int, batch_size: int, n_train: int | None) -> dict[str, Any]:
-        hyper = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
+        name = self.optimizer_spec.name if self.optimizer_spec else type(self.optimizer).__name__
         return {
             "source": "trainer",
-            "start_time": _now(),
-            "model": model_summary(self.model),
-            "optimizer": {"name": self.optimizer_spec.name if self.optimizer_spec else type(self.optimizer).__name__,
-                          "class": type(self.optimizer).__name__, "hyperparameters": hyper,
-                          "batch_mode": self.batch_mode},
+            "optimizer": {**(optimizer_summary(self.optimizer) or {}), "name": name, "batch_mode": self.batch_mode},
             "loss": self.loss_fn.__class__.__name__,
             "regularizers": [repr(r) for r in self.regularizers],
             "early_stopping": repr(self.early_stopping) if self.early_stopping else None,
             "grad_clip": {"threshold": self.grad_clip, "mode": self.clip_mode} if self.grad_clip else None,
             "scheduler": type(self.scheduler).__name__ if self.scheduler else None,
             "epochs": epochs, "batch_size": batch_size, "n_train": n_train, "seed": self.seed,
-            "versions": versions(),
         }
-
-
-def model_summary(model: nn.Module) -> dict[str, Any]:
-    """Layers (qualified name, type, own parameter count) and parameter totals."""
-    layers = [{"name": name, "type": type(m).__name__,
-               "params": sum(p.numel() for p in m.parameters(recurse=False))}
-              for name, m in model.named_modules() if name]
-    return {"class": type(model).__name__, "layers": layers,
-            "params": sum(p.numel() for p in model.parameters()),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the libraries a run depends on."""
-    import numpy
-    from diagnose import __version__
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "pandas": pd.__version__, "diagnose": __version__}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,6 +1,7 @@
-"""`make bench`: run every benchmark module in this folder."""
+"""`make bench`: run every benchmark in this folder, each printing its ratios."""
 
-from benchmarks import trainer_overhead
+from benchmarks import overhead, trainer_overhead
 
 if __name__ == "__main__":
-    trainer_overhead.main()
+    overhead.main([])
+    trainer_overhead.main([])

@@ -30,6 +30,12 @@ def count_nonfinite(tensor: torch.Tensor) -> torch.Tensor:
     return torch.count_nonzero(tensor * 0)
 
 
+def _sum(t: torch.Tensor) -> torch.Tensor:
+    # half-precision sums overflow early: accumulate them in float32 (a dtype argument costs a
+    # few microseconds, so float32/float64 tensors go without it)
+    return t.sum() if t.dtype in (torch.float32, torch.float64) else t.sum(dtype=torch.float32)
+
+
 class NonFiniteTracker:
     """Per-step checks (origin) and per-sampled-step counts of non-finite values."""
 
@@ -41,10 +47,10 @@ class NonFiniteTracker:
 
     @staticmethod
     def total(tensors: list[torch.Tensor]) -> torch.Tensor:
-        """The float32 sum of all elements of ``tensors`` (NaN/Inf iff one of them is)."""
-        total = tensors[0].sum(dtype=torch.float32)
+        """The sum of all elements of ``tensors`` (NaN/Inf iff one of them is), at least float32."""
+        total = _sum(tensors[0])
         for t in tensors[1:]:
-            total = total + t.sum(dtype=torch.float32)
+            total = total + _sum(t)
         return total
 
     def check(self, name: str, tensors: list[torch.Tensor], total: torch.Tensor | None = None) -> torch.Tensor:

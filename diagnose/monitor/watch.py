@@ -202,7 +202,14 @@ class Watch:
         self._handles.clear()
 
     def _make_hook(self, obs: _Observed):  # noqa: ANN202 - a torch forward hook
+        checks = self.nonfinite if self._checked_every_step(obs) else None
+
         def hook(module: nn.Module, args: Any, output: Any) -> None:
+            # The hot path between samples: only the NaN/Inf check, one reduction, inlined.
+            if (checks is not None and not self._sampled and type(output) is torch.Tensor
+                    and output.is_floating_point() and (module.training or torch.is_grad_enabled())):
+                checks.check(obs.name, [output.detach()])
+                return
             self._on_forward(obs, output)
         return hook
 
@@ -232,13 +239,7 @@ class Watch:
                 self.nonfinite.check(INPUT_NAME, [inputs[0].detach()])
 
     def _on_forward(self, obs: _Observed, output: Any) -> None:
-        sampled = self.sampled
-        if not sampled:
-            # The hot path between samples: only the NaN/Inf check, kept to one reduction.
-            if (type(output) is torch.Tensor and output.is_floating_point() and self.nonfinite is not None
-                    and obs.check_every_step and (torch.is_grad_enabled() or obs.module.training)):
-                self.nonfinite.check(obs.name, [output.detach()])
-                return
+        sampled = self._sampled
         if not self._recording(obs.module) or not (sampled or self._checked_every_step(obs)):
             return
         tensors = output_tensors(output)

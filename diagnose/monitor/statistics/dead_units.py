@@ -53,7 +53,7 @@ class DeadUnits(OutputStatistic):
             by_call[call] = p if prev is None or prev.shape != p.shape else torch.maximum(prev, p)
         maxima = list(by_call.values())
         units = sum(m.numel() for m in maxima)  # known on the host: no device work
-        dead = sum(torch.count_nonzero(m <= 0) for m in maxima)
+        dead = sum((m <= 0).sum() for m in maxima)
         return (dead, float(units))
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:

@@ -43,7 +43,7 @@ class Saturation(OutputStatistic):
     def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
         in_tail = _tail_test(module)
         assert in_tail is not None  # applies_to() said so
-        return (torch.count_nonzero(in_tail(output)),)
+        return (in_tail(output).sum(),)
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
         return (float(values[0] / count) if count else math.nan,)

@@ -531,3 +531,24 @@ def test_an_unwritable_run_dir_is_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="run_dir"):
         dg.watch(model, None, blocker / "run")
     no_hooks_left(model)
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9),
+     lambda opt, st, p: 0.01 / (st("square_avg").sqrt() + 1e-8)),
+    (lambda ps: torch.optim.Adam(ps, lr=0.01),
+     lambda opt, st, p: 0.01 / ((st("exp_avg_sq") / (1 - 0.999 ** 3)).sqrt() + 1e-8)),
+    (lambda ps: torch.optim.Adadelta(ps, lr=1.0, rho=0.9, eps=1e-6),
+     lambda opt, st, p: 1.0 * (st("acc_delta") + 1e-6).sqrt() / (st("square_avg") + 1e-6).sqrt()),
+])
+def test_effective_learning_rate_reads_each_optimizers_state(tmp_path, make, expected):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2))
+    opt = make(model.parameters())
+    train(model, 3, torch.randn(8, 3), torch.randint(0, 2, (8,)), tmp_path, opt=opt, every=1)
+
+    def state_mean(key):  # the mean of one state tensor over the layer's elements
+        return torch.cat([opt.state[p][key].flatten() for p in model[0].parameters()]).mean()
+
+    value = dg.load_run(tmp_path).layer_stats().query("layer == '0'")["eff_lr"].iloc[-1]
+    assert value == pytest.approx(expected(opt, state_mean, None).item(), rel=1e-5)

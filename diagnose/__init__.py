@@ -6,6 +6,7 @@ The public names of shared/API.md are re-exported here.
 __version__ = "0.1.0"
 
 from diagnose import datasets
+from diagnose.findings import Finding, findings
 from diagnose.models import cnn, mlp
 from diagnose.monitor.store import Run, load_run
 from diagnose.monitor.watch import Watch, watch
@@ -18,7 +19,7 @@ from diagnose.trainer.regularizers import L1, L2, Entropy, GaussianNoise, Regula
 from diagnose.trainer.trainer import Trainer
 
 __all__ = [
-    "Callback", "Comparison", "CrossValidation", "EarlyStopping", "Entropy", "GaussianNoise", "L1", "L2",
+    "Callback", "Comparison", "Finding", "findings", "CrossValidation", "EarlyStopping", "Entropy", "GaussianNoise", "L1", "L2",
     "Regularizer", "Run", "Trainer", "Watch", "cnn", "compare_optimizers", "cross_validate", "datasets",
     "list_optimizers", "load_run", "mlp", "watch", "__version__",
 ]

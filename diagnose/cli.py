@@ -52,6 +52,36 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _findings(args: argparse.Namespace) -> int:
+    import textwrap
+
+    from diagnose.findings import SEVERITY_ORDER, evaluate
+    from diagnose.monitor.store import load_run
+
+    run = load_run(args.run_dir)
+    outcomes = evaluate(run)
+    found = sorted((f for o in outcomes for f in o.findings),
+                   key=lambda f: (SEVERITY_ORDER[f.severity], f.steps[0] if f.steps else 0))
+    meta = run.meta
+    state = "complete" if meta.get("complete") else "incomplete (killed or still running)"
+    print(f"{args.run_dir}: {meta.get('steps', '?')} steps, {state}")
+    if not found:
+        print("No training-health problems found.")
+    width = shutil.get_terminal_size((100, 20)).columns
+    for i, f in enumerate(found, 1):
+        where = f" in {f.layer}" if f.layer else ""
+        steps = f", steps {f.steps[0]}-{f.steps[1]}" if f.steps else ""
+        print(f"\n{i}. [{f.severity.upper()}] {f.kind}{where}{steps}")
+        print(textwrap.fill(f.message, width, initial_indent="   ", subsequent_indent="   "))
+        print(textwrap.fill("Remedy: " + f.remedy, width, initial_indent="   ", subsequent_indent="   "))
+    skipped = [o for o in outcomes if o.skipped]
+    if skipped:
+        print("\nNot evaluated:")
+        for o in skipped:
+            print(f"   {o.name}: {o.skipped}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help)."""
     parser = argparse.ArgumentParser(
@@ -69,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+    findings = sub.add_parser("findings", help="diagnose a recorded run: what is wrong, the evidence, the remedy",
+                              description="Read a run directory written by dg.watch or dg.Trainer and print its "
+                                          "training-health findings (vanishing/exploding gradients, dead units, "
+                                          "saturation, NaN/Inf, divergence, overfitting, stalled learning rates, "
+                                          "plateaus), most severe first.")
+    findings.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds run.sqlite)")
+    findings.set_defaults(func=_findings)
     return parser
 
 

@@ -62,6 +62,10 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _to_sql(value: Any) -> float | None:
     value = float(value)
     return value if not math.isnan(value) else None
@@ -273,6 +277,13 @@ class Run:
         wide = wide.reset_index()[["step", *order, "rank"]]
         return wide.sort_values(["step", "rank"], kind="stable").reset_index(drop=True)
 
+    def scalar(self, name: str, rank: int = 0) -> pd.Series:
+        """One logged scalar by step, over the steps it was logged at. A NaN it was logged with stays
+        NaN here (``scalars()`` cannot tell it from "not logged at this step")."""
+        frame = self._query(f"SELECT step, value FROM scalars WHERE name = {_quote_literal(name)} ORDER BY step")
+        frame = frame[frame["rank"] == rank]
+        return pd.Series(frame["value"].to_numpy(dtype=float), index=frame["step"].to_numpy(), name=name)
+
     def layer_stats(self) -> pd.DataFrame:
         """One row per (step, layer[, rank]); the columns of shared/API.md §2 (NaN where not recorded)."""
         frame = self._query("SELECT * FROM layer_stats ORDER BY step, rowid")
@@ -283,6 +294,11 @@ class Run:
         rest = [c for c in frame.columns if c not in ("step", "layer", "rank", *LAYER_STAT_COLUMNS)]
         frame = frame[["step", "layer", *LAYER_STAT_COLUMNS, *rest, "rank"]]
         return frame.sort_values(["step", "rank"], kind="stable").reset_index(drop=True)
+
+    def findings(self) -> list:
+        """Training-health diagnoses of this run (``dg.findings``), most severe first."""
+        from diagnose.findings import findings
+        return findings(self)
 
     def export(self, directory: str | Path, format: str = "parquet") -> list[Path]:
         """Write ``layer_stats``, ``scalars`` (Parquet or CSV) and ``meta.json`` into ``directory``."""

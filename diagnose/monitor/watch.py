@@ -460,7 +460,9 @@ class Watch:
                 offset += stat.width
                 if count == 0 or np.isnan(chunk).all():
                     continue
-                for column, value in zip(stat.columns, stat.finalize(chunk, count)):
+                with np.errstate(all="ignore"):  # exploded activations overflow here: NaN/Inf is the answer
+                    finalized = stat.finalize(chunk, count)
+                for column, value in zip(stat.columns, finalized):
                     _put(rows.setdefault((step, obs.name), {}), column, value)
 
     def _check_gradients(self, rows: dict[tuple[int, str], dict[str, float]]) -> None:

@@ -1,9 +1,12 @@
 """eff_lr: the step size an adaptive optimizer currently applies to each layer.
 
-Read from the optimizer's own state, as lr / (sqrt(mean second moment) + eps) over the layer's
-elements: AdaGrad's accumulated sum (which only grows, so its step size collapses), RMSProp's
-moving average, Adam's bias-corrected second moment, and for Adadelta the ratio of its two moving
-averages. Optimizers without such state (SGD, momentum) report their learning rate.
+Read from the optimizer's own state, per element: lr / (sqrt(v) + eps) with v AdaGrad's
+accumulated sum (which only grows, so its step size collapses), RMSProp's moving average or
+Adam's bias-corrected second moment; for Adadelta lr * RMS[Δθ] / RMS[g] from its two moving
+averages. A layer's value is the median over its elements: a mean would be ruled by the few
+elements with the largest (or zero) second moments. Optimizers without such state (SGD,
+momentum) report their learning rate. Costs one pass and a median over the optimizer state, on
+sampled steps only.
 """
 
 from __future__ import annotations
@@ -59,19 +62,16 @@ class EffectiveLR(ParameterStatistic):
 
 
 def _layer_step_size(name: str, items: list[tuple[torch.Tensor, dict, dict]]) -> torch.Tensor | float:
-    """Step size of one layer from the mean of its second-moment state over all its elements."""
+    """Median per-element step size of one layer, from its optimizer state."""
     _, group, state = items[0]
-    n = sum(p.numel() for p, _, _ in items)
-
-    def mean(key: str) -> torch.Tensor:
-        return sum(s[key].sum() for _, _, s in items) / n
-
-    if name == "Adadelta" and all("acc_delta" in s for _, _, s in items):
+    states = [s for _, _, s in items]
+    if name == "Adadelta" and all("acc_delta" in s for s in states):
         eps = group["eps"]
-        return group["lr"] * (mean("acc_delta") + eps).sqrt() / (mean("square_avg") + eps).sqrt()
+        sizes = [group["lr"] * (s["acc_delta"] + eps).sqrt() / (s["square_avg"] + eps).sqrt() for s in states]
+        return torch.cat([t.flatten() for t in sizes]).median()
     if name in SECOND_MOMENT:
         key, rule = SECOND_MOMENT[name]
-        if all(key in s for _, _, s in items):
-            return rule(mean(key), group, state)
+        if all(key in s for s in states):
+            return torch.cat([rule(s[key], group, s).flatten() for s in states]).median()
     lr = group["lr"]
     return float(lr) if not isinstance(lr, torch.Tensor) else lr.detach().reshape(())

@@ -6,6 +6,8 @@ The public names of shared/API.md are re-exported here.
 __version__ = "0.1.0"
 
 from diagnose import datasets
+from diagnose.explain import Explanation, LocalExplanation, compare_methods, explain, explain_prediction
+from diagnose.explain import list_methods as list_explain_methods
 from diagnose.findings import Finding, findings
 from diagnose.models import cnn, mlp
 from diagnose.monitor.store import Run, load_run
@@ -19,7 +21,8 @@ from diagnose.trainer.regularizers import L1, L2, Entropy, GaussianNoise, Regula
 from diagnose.trainer.trainer import Trainer
 
 __all__ = [
-    "Callback", "Comparison", "Finding", "findings", "CrossValidation", "EarlyStopping", "Entropy", "GaussianNoise", "L1", "L2",
+    "Callback", "Comparison", "Explanation", "Finding", "LocalExplanation", "compare_methods", "explain",
+    "explain_prediction", "findings", "list_explain_methods", "CrossValidation", "EarlyStopping", "Entropy", "GaussianNoise", "L1", "L2",
     "Regularizer", "Run", "Trainer", "Watch", "cnn", "compare_optimizers", "cross_validate", "datasets",
     "list_optimizers", "load_run", "mlp", "watch", "__version__",
 ]

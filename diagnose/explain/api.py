@@ -1,0 +1,286 @@
+"""``dg.explain``, ``dg.explain_prediction`` and ``dg.compare_methods``: one interface to Captum's
+and SHAP's attribution methods, with the model and inputs left as they were."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import kendalltau, spearmanr
+from torch import nn
+from tqdm.auto import tqdm
+
+from diagnose.explain import quality as q
+from diagnose.explain.context import (
+    ExplainContext,
+    ModelGuard,
+    Output,
+    check_feature_names,
+    model_device_dtype,
+    resolve_targets,
+    to_tensor,
+)
+from diagnose.explain.explanation import Explanation, LocalExplanation
+from diagnose.explain.registry import METHODS, MethodSpec, References, resolve_method
+
+# Default background: up to 100 rows of X (SHAP's own examples use 50-100), and 20 for the
+# model-agnostic samplers, whose cost grows with every background row.
+DEFAULT_BACKGROUND_ROWS, DEFAULT_SAMPLER_BACKGROUND_ROWS = 100, 20
+
+
+class _CallableModel(nn.Module):
+    """A plain callable (e.g. a NumPy or scikit-learn predict function) as a module."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fn(x.detach().cpu().numpy())
+        return torch.as_tensor(np.asarray(out), dtype=torch.float32)
+
+
+def _first_layer_width(model: nn.Module) -> str:
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            return f"; its first layer expects {module.in_features} features"
+        if isinstance(module, nn.Conv2d):
+            return f"; its first layer expects {module.in_channels} channels"
+    return ""
+
+
+def _check_model_accepts(ctx: ExplainContext, x: torch.Tensor, spec: MethodSpec) -> torch.Tensor:
+    """Run one forward pass on two rows: a clear error for a wrong input shape or for a gradient
+    method on a model without gradients. Returns the outputs of every row."""
+    try:
+        with torch.no_grad():
+            outputs = ctx.no_grad_outputs(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"X: the model rejected inputs shaped {tuple(x.shape[1:])}{_first_layer_width(ctx.model)} "
+                         f"({str(err).splitlines()[0]})") from err
+    if spec.gradients:
+        probe = x[:2].clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = ctx.outputs(probe)
+        if not out.requires_grad:
+            raise TypeError(f"method: {spec.name} needs gradients, but the model's output does not depend "
+                            "differentiably on its input; use shap_kernel or shap_permutation, which only call it")
+    return outputs
+
+
+def _references(x: torch.Tensor, background: Any, baseline: Any, device: torch.device, dtype: torch.dtype,
+                seed: int, rows: int = DEFAULT_BACKGROUND_ROWS) -> References:
+    shape = tuple(x.shape[1:])
+    if background is None:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(x), generator=g)[:rows].to(x.device)
+        bg = x[idx]
+    else:
+        bg = to_tensor(background, "background", device, dtype)
+        if bg.ndim == len(shape):
+            bg = bg.unsqueeze(0)
+        if tuple(bg.shape[1:]) != shape or len(bg) == 0:
+            raise ValueError(f"background: expected rows shaped {shape} like X, got {tuple(bg.shape)}")
+    if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
+        base = torch.zeros((1, *shape), device=device, dtype=dtype)
+    elif isinstance(baseline, str) and baseline == "mean":
+        base = bg.mean(dim=0, keepdim=True)
+    else:
+        base = to_tensor(baseline, "baseline", device, dtype)
+        if tuple(base.shape) == shape:
+            base = base.unsqueeze(0)
+        if tuple(base.shape) != (1, *shape):
+            raise ValueError(f"baseline: expected one row shaped {shape}, 'zeros' or 'mean', got {tuple(base.shape)}")
+    return References(base, bg)
+
+
+def explain(
+    model: nn.Module | Callable[[np.ndarray], Any],
+    X: Any,
+    method: str = "integrated_gradients",
+    *,
+    background: Any = None,
+    baseline: Any = None,
+    feature_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    target: Any = None,
+    output: Output = "logit",
+    batch_size: int = 256,
+    checks: str = "fast",
+    progress: bool = False,
+    seed: int = 0,
+    **params: Any,
+) -> Explanation:
+    """Attribute the model's output for each row of ``X`` to its input features.
+
+    Args:
+        model: an ``nn.Module`` (any device; left in the mode it was in), or for ``shap_kernel`` /
+            ``shap_permutation`` any callable from a NumPy array to outputs.
+        X: inputs, (rows, features) or images (rows, C, H, W); arrays, tensors or DataFrames.
+        method: one of ``dg.list_methods()``.
+        background: reference rows for SHAP methods and GradientShap (default: up to 100 rows of X).
+        baseline: one reference row for Captum methods: ``"zeros"`` (default), ``"mean"`` of the
+            background, or a row.
+        feature_names, class_names: names to report (one per flattened feature / per class).
+        target: None explains each row's predicted class; an int that class; or one per row.
+        output: ``"logit"`` (the model's raw output, default) or ``"probability"`` (softmax, or
+            sigmoid for one output).
+        batch_size: rows per attribution call (bounds memory; IG also takes ``internal_batch_size``).
+        checks: ``"fast"`` (completeness/additivity, infidelity, and for methods that are not
+            sampling-based the randomization and sensitivity checks), ``"all"``, or ``"none"``.
+        progress: show a progress bar over batches.
+        seed: seeds the sampling methods and the checks (the caller's RNG state is restored).
+        params: method settings: ``n_steps`` (IG), ``n_samples``/``stdevs`` (gradient_shap),
+            ``nsamples`` (shap_kernel, shap_gradient), ``max_evals`` (shap_permutation), ``window``
+            (occlusion), ``layer`` (grad_cam), ``abs`` (saliency), ``pair_batch`` (deeplift, shap_deep).
+    """
+    spec = resolve_method(method)
+    if output not in ("logit", "probability"):
+        raise ValueError(f"output: expected 'logit' or 'probability', got {output!r}")
+    if checks not in ("fast", "all", "none"):
+        raise ValueError(f"checks: expected 'fast', 'all' or 'none', got {checks!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise TypeError(f"model: expected an nn.Module or a callable, got {type(model).__name__}")
+        if spec.gradients:
+            raise TypeError(f"method: {method} needs a differentiable torch model; for a plain callable "
+                            "use shap_kernel or shap_permutation")
+        model = _CallableModel(model)
+    device, dtype = model_device_dtype(model)
+    x = to_tensor(X, "X", device, dtype)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"X: expected a batch of rows (rows, features...), got shape {tuple(x.shape)}")
+    if spec.images_only and x.ndim != 4:
+        raise ValueError(f"method: {method} needs image inputs (N, C, H, W), got shape {tuple(x.shape)}; "
+                         "use integrated_gradients or shap_deep")
+    n_features = int(np.prod(x.shape[1:]))
+    names = check_feature_names(feature_names, n_features)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), ModelGuard(model):
+        ctx = ExplainContext(model, device, dtype, output, 1, tuple(x.shape[1:]), progress, seed, dict(params))
+        outputs_all = _check_model_accepts(ctx, x, spec)
+        ctx.n_outputs = outputs_all.shape[1]
+        targets = resolve_targets(target, outputs_all)
+        if class_names is not None and len(class_names) != ctx.n_outputs:
+            raise ValueError(f"class_names: got {len(class_names)} names for {ctx.n_outputs} outputs")
+        refs = _references(x, background, baseline, device, dtype, seed,
+                           DEFAULT_SAMPLER_BACKGROUND_ROWS if spec.costly else DEFAULT_BACKGROUND_ROWS)
+        values, base, extras = _run(spec, ctx, x, targets, refs, batch_size, progress)
+        explained = outputs_all.gather(1, targets[:, None])[:, 0]
+        raw = ExplainContext(model, device, dtype, "logit", ctx.n_outputs, ctx.feature_shape).no_grad_outputs(x)
+        probabilities = (torch.softmax(raw, 1) if raw.shape[1] > 1 else None)
+        predictions = raw.argmax(1) if raw.shape[1] > 1 else raw[:, 0]
+        quality = _quality(spec, ctx, x, targets, values, base, explained, extras, refs, checks)
+    return Explanation(
+        values=values.detach().cpu().numpy(), base_values=base.detach().cpu().double().numpy(),
+        outputs=explained.detach().cpu().double().numpy(), targets=targets.cpu().numpy(),
+        data=x.detach().cpu().numpy(), feature_names=names, method=method,
+        params={"output": output, "batch_size": batch_size, "seed": seed, **params,
+                "baseline": "given" if baseline is not None and not isinstance(baseline, str) else (baseline or "zeros"),
+                "background_rows": len(refs.background)},
+        output_kind=output, predictions=predictions.cpu().numpy(),
+        probabilities=None if probabilities is None else probabilities.cpu().numpy(), quality=quality,
+        class_names=list(class_names) if class_names is not None else None)
+
+
+def _run(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References,
+         batch_size: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    size = len(x) if not spec.chunked else batch_size
+    starts = range(0, len(x), size)
+    values, bases, extras = [], [], {}
+    for start in tqdm(starts, desc=spec.name, unit="batch", disable=not progress or len(starts) < 2, leave=False):
+        rows = x[start:start + size]
+        if spec.gradients:  # our own copy: Captum would otherwise flip requires_grad (and warn)
+            rows = rows.detach().requires_grad_(True)
+        result = spec.adapter(ctx, rows, targets[start:start + size], refs)
+        values.append(result.values.detach())
+        bases.append(result.base.detach().to(x.device).double().reshape(-1))
+        for k, v in result.extras.items():
+            extras.setdefault(k, []).append(v.detach() if isinstance(v, torch.Tensor) else v)
+    return torch.cat(values), torch.cat(bases), extras
+
+
+def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, values: torch.Tensor,
+             base: torch.Tensor, explained: torch.Tensor, extras: dict, refs: References, checks: str) -> dict[str, Any]:
+    key = "additivity" if spec.library == "shap" else "completeness"
+    v, o, b = values.detach().cpu().double().numpy(), explained.cpu().double().numpy(), base.cpu().double().numpy()
+    quality: dict[str, Any] = {key: q.completeness(v, o, b) if spec.additive else q.not_additive(spec.name)}
+    if "convergence_delta" in extras:
+        delta = torch.cat([d.reshape(-1) for d in extras["convergence_delta"]]).abs()
+        quality[key]["convergence_delta_max"] = float(delta.max())
+    if spec.additive and spec.name in ("deeplift", "shap_deep") and not quality[key]["passed"]:
+        raise ValueError(
+            f"{spec.name}: the attributions miss up to {100 * quality[key]['max_relative_gap']:.1f}% of the output "
+            "they explain, so the model has operations the DeepLIFT rules do not see (functional activations such "
+            "as F.relu inside forward, or other nonlinear operations); use integrated_gradients or shap_kernel")
+    if checks == "none":
+        return quality
+    quality["infidelity"] = q.infidelity_check(ctx.outputs, x, values.to(x.dtype), targets, ctx.seed)
+    if checks == "all" or not spec.costly:
+        rows = slice(0, q.RANDOMIZATION_ROWS)
+        with ModelGuard(q.randomized_copy(ctx.model, ctx.seed)) as clone:
+            rctx = ExplainContext(clone, ctx.device, ctx.dtype, ctx.output, ctx.n_outputs, ctx.feature_shape,
+                                  False, ctx.seed, ctx.params)
+            randomized = spec.adapter(rctx, x[rows], targets[rows], refs).values
+        quality["randomization"] = q.randomization_check(v[rows], randomized.detach().cpu().numpy())
+        if spec.gradients or checks == "all":
+            def rerun(inputs: torch.Tensor | tuple, target: torch.Tensor) -> tuple[torch.Tensor]:
+                inputs = inputs[0] if isinstance(inputs, tuple) else inputs  # Captum passes a tuple
+                with torch.enable_grad():  # sensitivity_max runs this under no_grad
+                    return (spec.adapter(ctx, inputs, target, refs).values,)
+            quality["sensitivity"] = q.sensitivity_check(rerun, x, targets, ctx.seed)
+    else:
+        quality["randomization"] = {"skipped": f"{spec.name} samples the model many times; pass checks='all'"}
+    quality["trust"] = q.trust_note(quality)
+    return quality
+
+
+def explain_prediction(model: nn.Module | Callable, x: Any, method: str = "integrated_gradients",
+                       **kwargs: Any) -> LocalExplanation:
+    """Explain one input (a row of features, or one image (C, H, W)): prediction, probabilities,
+    contributions sorted by magnitude, base value, and the attribution map."""
+    tensor = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x))
+    if tensor.ndim in (1, 3):
+        tensor = tensor.unsqueeze(0)
+    if len(tensor) != 1:
+        raise ValueError(f"x: expected one input (a row or one image), got a batch of {len(tensor)}; use dg.explain")
+    return explain(model, tensor, method, **kwargs).local(0)
+
+
+@dataclass
+class MethodComparison:
+    """Several methods on the same rows: their explanations, global importances side by side, and
+    how well their rankings agree (Spearman's and Kendall's rank correlations)."""
+
+    explanations: dict[str, Explanation]
+    importance: pd.DataFrame
+    agreement: pd.DataFrame
+
+
+def compare_methods(model: nn.Module, X: Any, methods: Sequence[str] = ("integrated_gradients", "shap_deep",
+                                                                        "gradient_shap"), **kwargs: Any) -> MethodComparison:
+    """Run several methods on ``X`` and compare their global feature rankings."""
+    if len(methods) < 2:
+        raise ValueError("methods: expected at least two methods to compare")
+    for m in methods:
+        resolve_method(m)
+    explanations = {m: explain(model, X, m, **kwargs) for m in methods}
+    first = next(iter(explanations.values()))
+    importance = pd.DataFrame({"feature": first.feature_names})
+    for m, e in explanations.items():
+        importance[m] = np.abs(e.flat_values).mean(axis=0)
+    rows = []
+    for a, b in itertools.combinations(methods, 2):
+        rows.append({"method_a": a, "method_b": b,
+                     "spearman": float(spearmanr(importance[a], importance[b]).statistic),
+                     "kendall": float(kendalltau(importance[a], importance[b]).statistic)})
+    return MethodComparison(explanations, importance, pd.DataFrame(rows))
+
+
+__all__ = ["METHODS", "MethodComparison", "compare_methods", "explain", "explain_prediction"]

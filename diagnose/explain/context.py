@@ -1,0 +1,138 @@
+"""What every attribution adapter needs: the model in eval mode on its device, the explained output
+as a function of the input, targets, references, and checked inputs.
+
+The model and the user's tensors come back unchanged: we work on copies of the inputs, and the
+model's train/eval mode and ``requires_grad`` flags are restored on exit, also after an error
+(Captum's DeepLift leaves ``requires_grad=True`` on an input it failed on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+Output = Literal["logit", "probability"]
+
+
+def to_tensor(value: Any, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A detached copy of ``value`` as a tensor on ``device`` (floating inputs take ``dtype``)."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().clone()
+    else:
+        if hasattr(value, "to_numpy"):
+            value = value.to_numpy()
+        try:
+            tensor = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name}: expected an array or tensor, got {type(value).__name__}") from err
+    if tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64, torch.bool):
+        tensor = tensor.to(dtype) if not tensor.is_floating_point() or tensor.dtype != dtype else tensor
+    return tensor.to(device)
+
+
+@dataclass
+class ExplainContext:
+    """The model and data of one ``explain`` call, as the adapters see them."""
+
+    model: nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    output: Output
+    n_outputs: int
+    feature_shape: tuple[int, ...]
+    progress: bool = False
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The explained outputs for every class, (n, n_outputs): logits, or probabilities."""
+        out = self.model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        out = out.reshape(len(x), -1)
+        if self.output == "probability":
+            out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
+        return out
+
+    def target_output(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One explained output per row: the target's (n,)."""
+        return self.outputs(x).gather(1, targets.reshape(-1, 1).to(x.device))[:, 0]
+
+    def no_grad_outputs(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self.outputs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    def numpy_function(self):  # noqa: ANN201 - a callable for SHAP's model-agnostic explainers
+        """``f(X: ndarray (m, n_features_flat)) -> ndarray (m, n_outputs)``, batched, without gradients."""
+        def f(array: np.ndarray) -> np.ndarray:
+            x = torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+            x = x.reshape(len(x), *self.feature_shape)
+            return self.no_grad_outputs(x).double().cpu().numpy()
+        return f
+
+
+class ModelGuard:
+    """Eval mode and ``requires_grad`` of every parameter restored on exit, whatever happens."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        self.modes = {m: m.training for m in self.model.modules()}
+        self.flags = {p: p.requires_grad for p in self.model.parameters()}
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        for m, training in self.modes.items():
+            m.training = training
+        for p, flag in self.flags.items():
+            p.requires_grad_(flag)
+            if p.grad is not None and not flag:
+                p.grad = None
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's parameters (CPU float32 if it has none)."""
+    for p in model.parameters():
+        return p.device, p.dtype if p.is_floating_point() else torch.float32
+    for b in model.buffers():
+        return b.device, torch.float32
+    return torch.device("cpu"), torch.float32
+
+
+def resolve_targets(target: Any, outputs: torch.Tensor) -> torch.Tensor:
+    """Per-row target classes: the predicted class for None, an int for all rows, or one per row."""
+    n, n_out = outputs.shape
+    if target is None:
+        return outputs.argmax(dim=1) if n_out > 1 else torch.zeros(n, dtype=torch.long, device=outputs.device)
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        targets = torch.full((n,), int(target), dtype=torch.long, device=outputs.device)
+    else:
+        try:
+            targets = torch.as_tensor(np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"target: expected None, an int or one int per row, got {type(target).__name__}") from err
+        if targets.is_floating_point() or targets.ndim != 1 or len(targets) != n:
+            raise ValueError(f"target: expected None, an int, or {n} integer class indices (one per row), "
+                             f"got shape {tuple(targets.shape)} of {targets.dtype}")
+        targets = targets.long().to(outputs.device)
+    if len(targets) and (targets.min() < 0 or targets.max() >= n_out):
+        raise ValueError(f"target: class indices must be in [0, {n_out - 1}] (the model has {n_out} "
+                         f"output{'s' if n_out > 1 else ''}), got {sorted(set(targets.tolist()))[:5]}")
+    return targets
+
+
+def check_feature_names(names: Sequence[str] | None, n_features: int) -> list[str]:
+    """Feature names: the given ones (one per feature), or ``x0``, ``x1``, ..."""
+    if names is None:
+        return [f"x{i}" for i in range(n_features)]
+    names = [str(n) for n in names]
+    if len(names) != n_features:
+        raise ValueError(f"feature_names: got {len(names)} names for {n_features} features")
+    return names

@@ -1,0 +1,18 @@
+"""Captum's FeatureAblation: the output change when each feature alone is set to the baseline."""
+
+from __future__ import annotations
+
+from captum.attr import FeatureAblation
+
+from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+
+
+def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+    values = FeatureAblation(captum_forward(ctx)).attribute(
+        x, baselines=refs.baseline, target=targets, feature_mask=ctx.params.get("feature_mask"),
+        perturbations_per_eval=ctx.params.get("perturbations_per_eval", 16))
+    return AdapterResult(values, reference_outputs(ctx, refs.baseline, targets))
+
+
+register_method(MethodSpec("feature_ablation", attribute, "captum", additive=False, gradients=False,
+                           reference="baseline", summary="output change when one feature is set to the baseline"))

@@ -1,0 +1,17 @@
+"""Captum's InputXGradient: input times gradient; the first-order Taylor term around zero."""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import InputXGradient
+
+from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+
+
+def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+    values = InputXGradient(captum_forward(ctx)).attribute(x, target=targets)
+    return AdapterResult(values, reference_outputs(ctx, torch.zeros_like(refs.baseline), targets))
+
+
+register_method(MethodSpec("input_x_gradient", attribute, "captum", additive=False, gradients=True,
+                           reference="baseline", summary="input x gradient (reference: zeros)"))

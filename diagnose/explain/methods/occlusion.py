@@ -1,0 +1,23 @@
+"""Captum's Occlusion: the output change when a sliding window of the input is set to the baseline.
+Tabular inputs: one feature at a time; images: a 2x2 patch per channel stack, stride 1."""
+
+from __future__ import annotations
+
+from captum.attr import Occlusion
+
+from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+
+
+def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+    shape = tuple(x.shape[1:])
+    default_window = (1,) * len(shape) if len(shape) < 3 else (shape[0], 2, 2)
+    window = tuple(ctx.params.get("window", default_window))
+    strides = tuple(ctx.params.get("strides", (1,) * len(shape) if len(shape) < 3 else (shape[0], 1, 1)))
+    values = Occlusion(captum_forward(ctx)).attribute(
+        x, sliding_window_shapes=window, strides=strides, baselines=refs.baseline, target=targets,
+        perturbations_per_eval=ctx.params.get("perturbations_per_eval", 16))
+    return AdapterResult(values, reference_outputs(ctx, refs.baseline, targets))
+
+
+register_method(MethodSpec("occlusion", attribute, "captum", additive=False, gradients=False,
+                           reference="baseline", summary="output change when a window is set to the baseline"))

@@ -1,0 +1,16 @@
+"""Captum's Saliency: the gradient of the output (its absolute value by default). Not additive."""
+
+from __future__ import annotations
+
+from captum.attr import Saliency
+
+from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+
+
+def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+    values = Saliency(captum_forward(ctx)).attribute(x, target=targets, abs=ctx.params.get("abs", True))
+    return AdapterResult(values, reference_outputs(ctx, refs.baseline, targets))
+
+
+register_method(MethodSpec("saliency", attribute, "captum", additive=False, gradients=True, reference="baseline",
+                           summary="gradient magnitude"))

@@ -1,0 +1,105 @@
+"""Quality checks of an explanation: is it complete, faithful, stable, and about the model?
+
+- completeness (Captum methods) / additivity (SHAP methods): |Σ attributions + base - f(x)| per
+  row: exactly what an additive method promises (IG's convergence delta; SHAP's local accuracy).
+- infidelity (Yeh et al., 2019; captum.metrics.infidelity): how well attributions predict the
+  output change under small input perturbations (lower is better).
+- sensitivity (captum.metrics.sensitivity_max): how much attributions move when the input moves
+  by a small radius (lower is more stable).
+- randomization (Adebayo et al., 2018, "Sanity checks for saliency maps"): attributions of a copy
+  of the model with re-initialized weights must differ; we report the mean Spearman rank
+  correlation of |attributions| between the two (high means the method shows the input, not
+  the model).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from captum.metrics import infidelity, sensitivity_max
+from scipy.stats import spearmanr
+
+# Relative completeness gap above which an additive method's attributions are refused (DeepLIFT
+# engines) or flagged: the sum misses 1 % of the output difference it claims to explain.
+COMPLETENESS_TOLERANCE = 1e-2
+# A mean rank correlation above 0.5 with a randomized model: the attributions are more about the
+# input than about what the model learned (Adebayo et al., 2018 judged by rank correlation too).
+RANDOMIZATION_MAX_CORRELATION = 0.5
+# Rows used by the costlier checks (they re-run the model or the method).
+INFIDELITY_ROWS, SENSITIVITY_ROWS, RANDOMIZATION_ROWS = 64, 16, 32
+
+
+def completeness(values: np.ndarray, outputs: np.ndarray, base: np.ndarray) -> dict[str, Any]:
+    """The additivity gap of attributions: sum + base vs the explained output, per row."""
+    total = values.reshape(len(values), -1).sum(axis=1)
+    gap = np.abs(total + base - outputs)
+    scale = np.maximum(np.abs(outputs - base), 1e-6)
+    return {"applies": True, "mean_abs_gap": float(gap.mean()), "max_abs_gap": float(gap.max()),
+            "max_relative_gap": float((gap / scale).max()),
+            "passed": bool((gap <= COMPLETENESS_TOLERANCE * np.maximum(scale, 1.0)).all())}
+
+
+def not_additive(method: str) -> dict[str, Any]:
+    return {"applies": False, "note": f"{method} attributions are not additive: they need not sum to the "
+                                      "output difference"}
+
+
+def infidelity_check(forward, x: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor,  # noqa: ANN001
+                     seed: int) -> dict[str, Any]:
+    rows = slice(0, INFIDELITY_ROWS)
+    x, attributions, targets = x[rows], attributions[rows], targets[rows]
+    sigma = 0.1 * float(x.std()) if x.numel() > 1 else 0.1
+
+    def perturb(inputs: torch.Tensor):  # noqa: ANN202 - Captum's (perturbation, perturbed input)
+        noise = torch.randn_like(inputs) * sigma
+        return noise, inputs - noise
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        score = infidelity(forward, perturb, x, attributions, target=targets, n_perturb_samples=10)
+    return {"mean": float(score.mean()), "rows": len(x), "noise_std": sigma}
+
+
+def sensitivity_check(explain_rows, x: torch.Tensor, targets: torch.Tensor, seed: int) -> dict[str, Any]:  # noqa: ANN001
+    rows = slice(0, SENSITIVITY_ROWS)
+    torch.manual_seed(seed)
+    score = sensitivity_max(lambda inputs, target: explain_rows(inputs, target), x[rows], target=targets[rows],
+                            perturb_radius=0.02 * max(float(x.std()), 1e-3), n_perturb_samples=5)
+    return {"mean": float(score.mean()), "rows": min(len(x), SENSITIVITY_ROWS)}
+
+
+def randomized_copy(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A copy of ``model`` with every layer re-initialized by its own ``reset_parameters``."""
+    clone = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    for module in clone.modules():
+        if hasattr(module, "reset_parameters") and next(iter(module.parameters(recurse=False)), None) is not None:
+            module.reset_parameters()
+    return clone
+
+
+def randomization_check(original: np.ndarray, randomized: np.ndarray) -> dict[str, Any]:
+    a = np.abs(original.reshape(len(original), -1))
+    b = np.abs(randomized.reshape(len(randomized), -1))
+    rhos = [spearmanr(x, y).statistic for x, y in zip(a, b) if np.ptp(x) > 0 and np.ptp(y) > 0]
+    rho = float(np.nanmean(rhos)) if rhos else float("nan")
+    return {"mean_rank_correlation": rho, "rows": len(a),
+            "passed": bool(rho < RANDOMIZATION_MAX_CORRELATION) if np.isfinite(rho) else None}
+
+
+def trust_note(quality: dict[str, Any]) -> str:
+    """One plain-words sentence on how far to trust the explanation."""
+    notes = []
+    comp = quality.get("completeness") or quality.get("additivity") or {}
+    if comp.get("applies"):
+        notes.append("attributions add up to the output" if comp.get("passed")
+                     else f"attributions miss up to {100 * comp['max_relative_gap']:.1f}% of the output they explain")
+    rnd = quality.get("randomization") or {}
+    if rnd.get("passed") is True:
+        notes.append("they change when the model's weights are randomized (they reflect the model)")
+    elif rnd.get("passed") is False:
+        notes.append("they barely change when the weights are randomized: they may show the input more than "
+                     "the model")
+    return ("Trust: " + "; ".join(notes) + ".") if notes else "Trust: no check applies to this method."

@@ -46,20 +46,14 @@ def test_console_script_demo_end_to_end(tmp_path):
     assert run.meta["complete"] and run.meta["best_epoch"] is not None
 
 
-def test_findings_command(tmp_path, capsys):
+def test_findings_command(tmp_path, capsys, steps):
     import torch
-    from torch import nn
     model = dg.mlp(4, [8], 2)
     with torch.no_grad():
         model.fc1.bias.fill_(-50.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with dg.watch(model, opt, tmp_path, every=1) as run:
-        for _ in range(30):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(torch.randn(16, 4)), torch.randint(0, 2, (16,)))
-            loss.backward()
-            opt.step()
-            run.log(loss=loss)
+        steps(model, opt, run, 30)
     assert main(["findings", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[CRITICAL] dead_units in act1" in out and "Remedy:" in out

@@ -173,7 +173,8 @@ def explain(
                            DEFAULT_SAMPLER_BACKGROUND_ROWS if spec.costly else DEFAULT_BACKGROUND_ROWS)
         values, base, extras = _run(spec, ctx, x, targets, refs, batch_size, progress)
         explained = outputs_all.gather(1, targets[:, None])[:, 0]
-        raw = ExplainContext(model, device, dtype, "logit", ctx.n_outputs, ctx.feature_shape).no_grad_outputs(x)
+        raw = outputs_all if output == "logit" else ExplainContext(
+            model, device, dtype, "logit", ctx.n_outputs, ctx.feature_shape).no_grad_outputs(x)
         probabilities = (torch.softmax(raw, 1) if raw.shape[1] > 1 else None)
         predictions = raw.argmax(1) if raw.shape[1] > 1 else raw[:, 0]
         quality = _quality(spec, ctx, x, targets, values, base, explained, extras, refs, checks)

@@ -149,3 +149,26 @@ def rule(name: str) -> Callable[[Rule], Rule]:
         RULES[name] = fn
         return fn
     return register
+
+
+def fraction_findings(run: RunData, column: str, kind: str, warning: float, critical: float, what: str,
+                      remedy: str, skip: str) -> list[Finding]:
+    """One finding per layer whose ``column`` (a fraction) stays >= ``warning`` persistently;
+    ``what`` completes "<x>% of <layer> ..." in the message."""
+    table = run.later(run.pivot(column))
+    if table.empty:
+        raise Skip(skip)
+    findings = []
+    for layer in table.columns:
+        values = table[layer].dropna()
+        if not persistent(values >= warning):
+            continue
+        median = float(values.median())
+        findings.append(Finding(
+            kind=kind, severity="critical" if median >= critical else "warning", layer=layer,
+            steps=step_range(values.index),
+            evidence={f"median_{column}": median, f"max_{column}": float(values.max()), "threshold": warning},
+            message=f"{fmt(100 * median)}% of {what.format(layer=layer)} (median over steps "
+                    f"{int(values.index[0])}-{int(values.index[-1])}).",
+            remedy=remedy))
+    return findings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diagnose.findings.base import Finding, RunData, Skip, fmt, persistent, rule, step_range
+from diagnose.findings.base import Finding, RunData, fraction_findings, rule
 
 # "Dying ReLU" (Lu et al., 2019): a unit that never fires gets no gradient and never recovers.
 # Half the units dead halves the layer's capacity; nine in ten leaves it nearly useless.
@@ -15,20 +15,6 @@ REMEDY = ("Use LeakyReLU/ELU, lower the learning rate (a large step can push uni
 
 @rule("dead_units")
 def dead_units(run: RunData) -> list[Finding]:
-    dead = run.later(run.pivot("dead_frac"))
-    if dead.empty:
-        raise Skip("no rectifier (ReLU-family) layer was recorded")
-    findings = []
-    for layer in dead.columns:
-        values = dead[layer].dropna()
-        if not persistent(values >= DEAD_WARNING):
-            continue
-        median = float(values.median())
-        findings.append(Finding(
-            kind="dead_units", severity="critical" if median >= DEAD_CRITICAL else "warning", layer=layer,
-            steps=step_range(values.index), evidence={"median_dead_frac": median, "max_dead_frac": float(values.max()),
-                                                      "threshold": DEAD_WARNING},
-            message=f"{fmt(100 * median)}% of the units of {layer} never produce a positive output "
-                    f"(median over steps {int(values.index[0])}-{int(values.index[-1])}).",
-            remedy=REMEDY))
-    return findings
+    return fraction_findings(run, "dead_frac", "dead_units", DEAD_WARNING, DEAD_CRITICAL,
+                             "the units of {layer} never produce a positive output", REMEDY,
+                             skip="no rectifier (ReLU-family) layer was recorded")

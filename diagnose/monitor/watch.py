@@ -78,10 +78,28 @@ class _Observed:
 
 
 class Watch:
-    """The object ``dg.watch`` returns: a context manager that records, and ``log``/``step``/``flush``.
+    """``dg.watch``: record per-layer training diagnostics of ``model`` around an existing training loop.
 
-    Use ``dg.watch(...)``; see its docstring for the arguments.
+    Use as a context manager: leaving the block flushes, removes every hook and closes the store
+    (``meta["complete"]`` is False if the block raised).
+
+    Args:
+        model: the ``nn.Module`` being trained.
+        optimizer: its optimizer; steps are counted from ``optimizer.step()``. Without one, call
+            ``run.step()`` at the end of each step.
+        run_dir: where to write the run (default ``runs/run-<time>``).
+        every: cadence of the statistics (gradient and weight norms, update ratios, activations,
+            dead units, saturation, effective learning rates); only the NaN/Inf origin check runs
+            every step.
+        flush_every / flush_seconds: copy to the host and write at least this often; a killed
+            process loses at most that much.
+        resume: append to the run already in ``run_dir``, continuing its step count.
+        overwrite: replace the run already in ``run_dir``.
+        output_statistics / parameter_statistics: replace the built-in statistics.
+        track_nonfinite: find the first step and module where a NaN/Inf appeared.
+        meta: extra metadata to store with the run.
     """
+
 
     def __init__(
         self,
@@ -547,42 +565,5 @@ def _distributed_rank() -> tuple[int | None, int]:
     return None, 1
 
 
-def watch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    run_dir: str | Path | None = None,
-    *,
-    every: int = DEFAULT_EVERY,
-    flush_every: int = 100,
-    flush_seconds: float = 5.0,
-    resume: bool = False,
-    overwrite: bool = False,
-    output_statistics: Sequence[OutputStatistic] | None = None,
-    parameter_statistics: Sequence[ParameterStatistic] | None = None,
-    track_nonfinite: bool = True,
-    meta: dict[str, Any] | None = None,
-) -> Watch:
-    """Record per-layer training diagnostics of ``model`` around an existing training loop.
-
-    Use as a context manager: leaving the block flushes, removes every hook and closes the store
-    (``meta["complete"]`` is False if the block raised).
-
-    Args:
-        model: the ``nn.Module`` being trained.
-        optimizer: its optimizer; steps are counted from ``optimizer.step()``. Without one, call
-            ``run.step()`` at the end of each step.
-        run_dir: where to write the run (default ``runs/run-<time>``).
-        every: cadence of the costlier statistics (activations, dead units, saturation, weight
-            norms, update ratios, effective learning rates); gradient norms and the NaN/Inf
-            origin check run every step.
-        flush_every / flush_seconds: copy to the host and write at least this often; a killed
-            process loses at most that much.
-        resume: append to the run already in ``run_dir``, continuing its step count.
-        overwrite: replace the run already in ``run_dir``.
-        output_statistics / parameter_statistics: replace the built-in statistics.
-        track_nonfinite: find the first step and module where a NaN/Inf appeared.
-        meta: extra metadata to store with the run.
-    """
-    return Watch(model, optimizer, run_dir, every=every, flush_every=flush_every, flush_seconds=flush_seconds,
-                 resume=resume, overwrite=overwrite, output_statistics=output_statistics,
-                 parameter_statistics=parameter_statistics, track_nonfinite=track_nonfinite, meta=meta)
+# ``dg.watch(model, optimizer, run_dir=...)`` constructs the context manager (shared/API.md §1).
+watch = Watch

@@ -42,33 +42,36 @@ def _penalized(model: nn.Module, include_bias: bool) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad and (include_bias or p.ndim > 1)]
 
 
-class L1(Regularizer):
-    """Lasso penalty ``lam * Σ|w|`` over the weights (biases too with ``include_bias``)."""
+class _NormPenalty(Regularizer):
+    """``lam * Σ term(w)`` over the weights (biases too with ``include_bias``)."""
 
     def __init__(self, lam: float, include_bias: bool = False) -> None:
         self.lam = _check_strength("lam", lam)
         self.include_bias = include_bias
 
+    def term(self, p: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def penalty(self, model: nn.Module, outputs: torch.Tensor) -> torch.Tensor | None:
         params = _penalized(model, self.include_bias)
         if not params or self.lam == 0:
             return None
-        return self.lam * sum(p.abs().sum() for p in params)
+        return self.lam * sum(self.term(p) for p in params)
 
 
-class L2(Regularizer):
+class L1(_NormPenalty):
+    """Lasso penalty ``lam * Σ|w|`` over the weights (biases too with ``include_bias``)."""
+
+    def term(self, p: torch.Tensor) -> torch.Tensor:
+        return p.abs().sum()
+
+
+class L2(_NormPenalty):
     """Ridge penalty ``lam/2 * Σw²`` over the weights: its gradient is ``lam * w``, i.e. the same
     as torch.optim's ``weight_decay=lam`` for SGD (Goodfellow et al. §7.1.1)."""
 
-    def __init__(self, lam: float, include_bias: bool = False) -> None:
-        self.lam = _check_strength("lam", lam)
-        self.include_bias = include_bias
-
-    def penalty(self, model: nn.Module, outputs: torch.Tensor) -> torch.Tensor | None:
-        params = _penalized(model, self.include_bias)
-        if not params or self.lam == 0:
-            return None
-        return 0.5 * self.lam * sum(p.pow(2).sum() for p in params)
+    def term(self, p: torch.Tensor) -> torch.Tensor:
+        return 0.5 * p.pow(2).sum()
 
 
 class Entropy(Regularizer):

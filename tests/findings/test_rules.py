@@ -173,35 +173,25 @@ def test_nonfinite_from_the_watch_origin_and_from_the_loss():
 
 
 # -- whole runs ---------------------------------------------------------------------------------
-def test_findings_on_a_run_without_validation_say_what_was_not_evaluated(tmp_path):
+def test_findings_on_a_run_without_validation_say_what_was_not_evaluated(tmp_path, steps):
     model = dg.mlp(4, [8], 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with dg.watch(model, opt, tmp_path, every=2) as run:
-        for _ in range(30):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(torch.randn(16, 4)), torch.randint(0, 2, (16,)))
-            loss.backward()
-            opt.step()
-            run.log(loss=loss)
+        steps(model, opt, run, 30)
     outcomes = {o.name: o for o in evaluate(tmp_path)}
     assert "validation" in outcomes["overfitting"].skipped
     assert outcomes["saturation"].skipped and outcomes["vanishing_gradient"].skipped is None
     assert isinstance(dg.load_run(tmp_path).findings(), list)
 
 
-def test_findings_on_a_run_killed_midway(tmp_path):
+def test_findings_on_a_run_killed_midway(tmp_path, steps):
     # a watch that is never closed stands for a killed process: the store holds its flushes only
     model = dg.mlp(4, [8], 2)
     with torch.no_grad():
         model.fc1.bias.fill_(-50.0)  # every hidden unit dead
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     run = dg.watch(model, opt, tmp_path, every=1, flush_every=10)
-    for _ in range(40):
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(model(torch.randn(16, 4)), torch.randint(0, 2, (16,)))
-        loss.backward()
-        opt.step()
-        run.log(loss=loss)
+    steps(model, opt, run, 40)
     run.writer.flush()
     loaded = dg.load_run(tmp_path)
     assert loaded.meta["complete"] is False

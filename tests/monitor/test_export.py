@@ -5,22 +5,16 @@ import json
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import diagnose as dg
 
 
 @pytest.fixture
-def run(tmp_path):
+def run(tmp_path, steps):
     model = dg.mlp(4, [6], 2)
     opt = torch.optim.Adam(model.parameters())
     with dg.watch(model, opt, tmp_path / "run", every=2) as w:
-        for _ in range(4):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 2, (8,)))
-            loss.backward()
-            opt.step()
-            w.log(loss=loss)
+        steps(model, opt, w, 4, rows=8)
     return dg.load_run(tmp_path / "run")
 
 

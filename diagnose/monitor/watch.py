@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 from torch.utils.hooks import RemovableHandle
 
+from diagnose.monitor import sgd_update
 from diagnose.monitor.layers import LayerParams, layer_name
 from diagnose.monitor.meta import model_summary, now, optimizer_summary, versions
 from diagnose.monitor.nonfinite import INPUT_NAME, NonFiniteTracker
@@ -162,6 +163,7 @@ class Watch:
         self._counts: dict[int, int] = {}
         self._calls: dict[int, int] = {}
         self._snapshot: list[torch.Tensor] | None = None
+        self._weights_before: torch.Tensor | None = None
         self._snapshot_step: int | None = None
         # buffered until the next flush
         self._pending: list[tuple[int, str, Any, torch.Tensor]] = []
@@ -201,6 +203,7 @@ class Watch:
             if self._checked_every_step(obs):
                 self._handles.append(obs.module.register_forward_hook(self._make_hook(obs)))
         if self.optimizer is not None:
+            self._handles.append(self.optimizer.register_step_pre_hook(self._on_optimizer_pre_step))
             self._handles.append(self.optimizer.register_step_post_hook(self._on_optimizer_step))
 
     def _attach_sampled(self) -> None:
@@ -290,6 +293,12 @@ class Watch:
                     continue
                 self._partials.setdefault((obs.index, k), []).append((call, part))
 
+    def _on_optimizer_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        # With SGD's closed-form update no copy was taken: measure the weights before they move.
+        if self.sampled and self._needs_snapshot and sgd_update.supports(optimizer) and self.layers.params:
+            with torch.no_grad():
+                self._weights_before = self.layers.norms([p.detach() for p in self.layers.params])
+
     def _on_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._end_step()
 
@@ -312,7 +321,7 @@ class Watch:
             return
         if not self._sample_handles:
             self._attach_sampled()
-        if self._needs_snapshot and self.layers.params:
+        if self._needs_snapshot and self.layers.params and not sgd_update.supports(self.optimizer):
             params = [p.detach() for p in self.layers.params]
             if self._snapshot is None:  # allocated once: one copy of the parameters
                 self._snapshot = [torch.empty_like(p) for p in params]
@@ -332,6 +341,10 @@ class Watch:
                 grads, owner = self.layers.grads()
                 ctx = StepContext(self.layers, self.optimizer, grads, owner,
                                   self._snapshot if self._snapshot_step == step else None)
+                if self._weights_before is not None:
+                    ctx.provide(weights_before=self._weights_before,
+                                update=sgd_update.sgd_update_norms(self.optimizer, self.layers))
+                    self._weights_before = None
                 for stat in self.parameter_statistics:
                     self._compute_parameter_statistic(step, stat, ctx)
             if self.nonfinite is not None:

@@ -551,3 +551,34 @@ def test_effective_learning_rate_reads_each_optimizers_state(tmp_path, make, exp
 
     value = dg.load_run(tmp_path).layer_stats().query("layer == '0'")["eff_lr"].iloc[-1]
     assert value == pytest.approx(expected(state).median().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1),
+    lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+    lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0.5, maximize=True),
+    lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),          # falls back to the copy
+    lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2),      # falls back to the copy
+    lambda ps: torch.optim.SGD([{"params": ps[:2], "lr": 0.2}, {"params": ps[2:], "lr": 0.01, "momentum": 0.5}]),
+])
+def test_sgd_update_ratio_closed_form_matches_the_measured_update(tmp_path, make):
+    torch.manual_seed(0)
+    model = dg.mlp(5, [7], 3)
+    model.fc1.bias.requires_grad_(False)  # a parameter the optimizer holds but never updates
+    opt = make(list(model.parameters()))
+    x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
+    expected = []
+    with dg.watch(model, opt, tmp_path, every=1):
+        for step in range(4):
+            before = {n: torch.cat([p.detach().flatten().clone() for p in m.parameters()])
+                      for n, m in (("fc1", model.fc1), ("out", model.out))}
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            for n, m in (("fc1", model.fc1), ("out", model.out)):
+                after = torch.cat([p.detach().flatten() for p in m.parameters()])
+                expected.append((step, n, before[n].norm().item(), ((after - before[n]).norm() / before[n].norm()).item()))
+    stats = dg.load_run(tmp_path).layer_stats().set_index(["step", "layer"])
+    for step, n, w, r in expected:
+        assert stats.loc[(step, n), "weight_norm"] == pytest.approx(w, rel=1e-5)
+        assert stats.loc[(step, n), "update_ratio"] == pytest.approx(r, rel=1e-4, abs=1e-9)

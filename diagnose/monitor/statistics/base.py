@@ -63,6 +63,13 @@ class StepContext:
     snapshot: list[torch.Tensor] | None  # the parameters before this step's update, if taken
     _cache: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def provide(self, *, weights_before: torch.Tensor | None = None, update: torch.Tensor | None = None) -> None:
+        """Results known without the snapshot (the watch's pre-step hook, a closed-form update)."""
+        if weights_before is not None:
+            self._cache["before"] = weights_before
+        if update is not None:
+            self._cache["update"] = update
+
     def grad_param_norms(self) -> torch.Tensor:
         """The L2 norm of each present gradient (one fused kernel, shared by every statistic)."""
         if "grad_params" not in self._cache:

@@ -1,8 +1,9 @@
 """`make bench`: run every benchmark in this folder, each printing its ratios."""
 
-from benchmarks import explain, overhead, trainer_overhead
+from benchmarks import explain, overhead, report, trainer_overhead
 
 if __name__ == "__main__":
     overhead.main([])
     trainer_overhead.main([])
     explain.main([])
+    report.main([])

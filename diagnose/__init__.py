@@ -10,6 +10,7 @@ from diagnose.explain import Explanation, LocalExplanation, compare_methods, exp
 from diagnose.explain import list_methods as list_explain_methods
 from diagnose.findings import Finding, findings
 from diagnose.models import cnn, mlp
+from diagnose.report import report
 from diagnose.monitor.store import Run, load_run
 from diagnose.monitor.watch import Watch, watch
 from diagnose.trainer.callbacks import Callback
@@ -24,5 +25,5 @@ __all__ = [
     "Callback", "Comparison", "Explanation", "Finding", "LocalExplanation", "compare_methods", "explain",
     "explain_prediction", "findings", "list_explain_methods", "CrossValidation", "EarlyStopping", "Entropy", "GaussianNoise", "L1", "L2",
     "Regularizer", "Run", "Trainer", "Watch", "cnn", "compare_optimizers", "cross_validate", "datasets",
-    "list_optimizers", "load_run", "mlp", "watch", "__version__",
+    "list_optimizers", "load_run", "mlp", "report", "watch", "__version__",
 ]

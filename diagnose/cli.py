@@ -31,7 +31,8 @@ def _demo(args: argparse.Namespace) -> int:
     trainer = dg.Trainer(
         model, optimizer="adadelta", loss="cross_entropy",
         early_stopping=dg.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
-        run_dir=str(run_dir), seed=args.seed, progress=not args.quiet)
+        run_dir=str(run_dir), seed=args.seed, progress=not args.quiet, save_model=True, diagnostics_every=5,
+        feature_names=data.feature_names, class_names=data.class_names)
     start = time.perf_counter()
     history = trainer.fit(data.train, data.val, epochs=args.epochs, batch_size=64)
     seconds = time.perf_counter() - start
@@ -49,6 +50,29 @@ def _demo(args: argparse.Namespace) -> int:
     print(history.tail(5).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"  recorded   {len(run.scalars())} logged steps and {len(stats)} layer rows "
           f"({stats['layer'].nunique()} layers) in {run_dir}/")
+    from diagnose.report import report
+    out = report(run_dir, out=args.out)
+    print(f"  report     {out}  (open it in a browser; it works offline)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from diagnose.report import report
+    out = report(args.run_dir, out=args.output)
+    print(f"report written to {out}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from diagnose.report import prediction_page
+    out, local = prediction_page(args.run_dir, args.index, out=args.output, method=args.method)
+    print(f"row {args.index}: predicted {local.prediction}"
+          + (f", probabilities {', '.join(f'{p:.3f}' for p in local.probabilities)}"
+             if local.probabilities is not None else ""))
+    print(f"explained {local.output_kind} {local.output:.4g} = base {local.base_value:.4g} + contributions "
+          f"({local.method}):")
+    print(local.contributions.head(args.top).to_string(index=False, float_format=lambda v: f"{v:+.4g}"))
+    print(f"page written to {out}")
     return 0
 
 
@@ -98,7 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--out", default="reports/demo.html", help="where to write the report (default: %(default)s)")
     demo.set_defaults(func=_demo)
+    rep = sub.add_parser("report", help="write the HTML report of a recorded run",
+                         description="Write one self-contained HTML page on a recorded run: verdict and findings, "
+                                     "training curves, per-layer heatmaps, and explanations when the run saved its "
+                                     "model and a data sample (save_model=True).")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds run.sqlite)")
+    rep.add_argument("-o", "--output", default=None, help="the HTML file (default: reports/<run name>.html)")
+    rep.set_defaults(func=_report)
+    exp = sub.add_parser("explain", help="explain one prediction of a run's saved model",
+                         description="Explain row N of the data sample saved with a run, using its saved model: "
+                                     "prints the prediction, probabilities and top contributions, and writes a "
+                                     "single-prediction HTML page.")
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory recorded with save_model=True")
+    exp.add_argument("--index", type=int, required=True, help="the row of the saved sample to explain")
+    exp.add_argument("--method", default=None, help="attribution method (default: one that suits the model)")
+    exp.add_argument("--top", type=int, default=10, help="contributions to print (default: %(default)s)")
+    exp.add_argument("-o", "--output", default=None, help="the HTML file (default: reports/<run>-row<N>.html)")
+    exp.set_defaults(func=_explain)
     findings = sub.add_parser("findings", help="diagnose a recorded run: what is wrong, the evidence, the remedy",
                               description="Read a run directory written by dg.watch or dg.Trainer and print its "
                                           "training-health findings (vanishing/exploding gradients, dead units, "
@@ -119,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, OSError) as err:
         print(f"diagnose: {err}", file=sys.stderr)
         return 2
 

@@ -78,7 +78,13 @@ def mlp(
             layers[f"drop{i}"] = nn.Dropout(dropout)
         width = h
     layers["out"] = nn.Linear(width, out_features)
-    return nn.Sequential(layers)
+    model = nn.Sequential(layers)
+    # how to rebuild this architecture from a run directory (JSON, never a pickle)
+    model.diagnose_spec = {"name": "mlp", "kwargs": {
+        "in_features": in_features, "hidden": list(hidden), "out_features": out_features,
+        "activation": activation if isinstance(activation, str) else None, "batch_norm": batch_norm,
+        "dropout": dropout}} if isinstance(activation, str) else None
+    return model
 
 
 def cnn(
@@ -122,4 +128,9 @@ def cnn(
     if dropout > 0:
         layers["drop"] = nn.Dropout(dropout)
     layers["out"] = nn.Linear(hidden, num_classes)
-    return nn.Sequential(layers)
+    model = nn.Sequential(layers)
+    model.diagnose_spec = {"name": "cnn", "kwargs": {
+        "in_channels": in_channels, "image_size": image_size, "num_classes": num_classes, "channels": list(channels),
+        "hidden": hidden, "activation": activation, "batch_norm": batch_norm,
+        "dropout": dropout}} if isinstance(activation, str) else None
+    return model

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 from torch.utils.hooks import RemovableHandle
 
-from diagnose.monitor import sgd_update
+from diagnose.monitor import artifacts, sgd_update
 from diagnose.monitor.layers import LayerParams, layer_name
 from diagnose.monitor.meta import model_summary, now, optimizer_summary, versions
 from diagnose.monitor.nonfinite import INPUT_NAME, NonFiniteTracker
@@ -99,6 +99,10 @@ class Watch:
         output_statistics / parameter_statistics: replace the built-in statistics.
         track_nonfinite: find the first step and module where a NaN/Inf appeared.
         meta: extra metadata to store with the run.
+        save_model: save the model's weights (and how to rebuild it) with the run on exit, so
+            ``diagnose report``/``diagnose explain`` can explain it from the run directory.
+        sample: inputs, or an ``(X, y)`` pair, to keep with the run (up to 1000 rows).
+        feature_names / class_names: names saved with the sample.
     """
 
 
@@ -117,6 +121,10 @@ class Watch:
         parameter_statistics: Sequence[ParameterStatistic] | None = None,
         track_nonfinite: bool = True,
         meta: dict[str, Any] | None = None,
+        save_model: bool = False,
+        sample: Any = None,
+        feature_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -133,6 +141,8 @@ class Watch:
         if not (isinstance(flush_seconds, (int, float)) and flush_seconds > 0):
             raise ValueError(f"flush_seconds: expected a positive number, got {flush_seconds!r}")
         self.model, self.optimizer = model, optimizer
+        self.save_model, self.sample = save_model, sample
+        self.feature_names, self.class_names = feature_names, class_names
         self.every, self.flush_every, self.flush_seconds = every, flush_every, flush_seconds
         self.layers = LayerParams(model)
         self.output_statistics = list(default_output_statistics() if output_statistics is None else output_statistics)
@@ -534,8 +544,18 @@ class Watch:
             self.flush()
             self.writer.set_meta(end_time=now(), steps=self._step, errors=self._errors,
                                  first_nonfinite=self.nonfinite.first if self.nonfinite else None)
+            self._save_artifacts()
         finally:
             self.writer.close(complete=complete)
+
+    def _save_artifacts(self) -> None:
+        if self.save_model:
+            artifacts.save_model(self.run_dir, self.model)
+        if self.sample is not None:
+            X, y = self.sample if isinstance(self.sample, (tuple, list)) else (self.sample, None)
+            artifacts.save_sample(self.run_dir, X, y, self.feature_names, self.class_names)
+        if self.save_model or self.sample is not None:
+            self.writer.set_meta(saved_model=self.save_model, saved_sample=self.sample is not None)
 
     def __enter__(self) -> Watch:
         return self

@@ -88,6 +88,9 @@ class Trainer:
         run_dir: where the diagnostics are recorded with ``dg.watch`` (``dg.load_run(run_dir)``);
             None records nothing.
         diagnostics_every: the watch's cadence for its costlier statistics (``every``).
+        save_model: save the trained model and a sample of the validation (else training) data
+            with the run, so ``diagnose report``/``explain`` work from ``run_dir`` alone.
+        feature_names, class_names: saved with the sample, shown in reports.
         device: move the model there; None uses the device of the model's parameters.
         seed: seeds torch's RNG and the shuffling at the start of ``fit``.
         progress: show a tqdm progress bar over epochs.
@@ -111,6 +114,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         run_dir: str | None = None,
         diagnostics_every: int = DEFAULT_EVERY,
+        save_model: bool = False,
+        feature_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
         device: str | torch.device | None = None,
         seed: int | None = None,
         progress: bool = True,
@@ -146,6 +152,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.run_dir = run_dir
         self.diagnostics_every = diagnostics_every
+        self.save_model = save_model
+        self.feature_names, self.class_names = feature_names, class_names
         self.seed = seed
         self.progress = progress
         self.step = 0  # optimizer steps taken so far, over all calls to fit
@@ -291,8 +299,13 @@ class Trainer:
 
         run = None
         if self.run_dir is not None:
+            sample = None
+            if self.save_model:
+                source = val_data if val_data is not None else train_data
+                sample = source if isinstance(source, (tuple, list)) else None
             run = watch(self.model, self.optimizer, self.run_dir, every=self.diagnostics_every,
-                        meta=self._run_meta(epochs, bs, n_train))
+                        meta=self._run_meta(epochs, bs, n_train), save_model=self.save_model,
+                        sample=sample, feature_names=self.feature_names, class_names=self.class_names)
         rows: list[dict[str, float]] = []
         self.stopped_epoch = None
         completed = False

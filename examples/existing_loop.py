@@ -1,6 +1,6 @@
-"""Wrap an existing PyTorch training loop in dg.watch: no other change to the loop.
+"""Wrap an existing PyTorch training loop in dg.watch (no other change to the loop), then report.
 
-    python examples/watch_existing_loop.py
+    python examples/existing_loop.py      # writes runs/example-loop and reports/example-loop.html
 """
 
 import torch
@@ -15,7 +15,8 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data.train), batch_size=32, shuffle=True)
 X_val, y_val = data.val
 
-with dg.watch(model, optimizer, run_dir="runs/example-loop", every=10, overwrite=True) as run:
+with dg.watch(model, optimizer, run_dir="runs/example-loop", every=10, overwrite=True,
+              save_model=False) as run:
     for epoch in range(10):
         model.train()
         for x, y in loader:
@@ -33,3 +34,7 @@ with dg.watch(model, optimizer, run_dir="runs/example-loop", every=10, overwrite
 run = dg.load_run("runs/example-loop")
 print(run.scalars().dropna(subset=["val_loss"]).tail(3))
 print(run.layer_stats().groupby("layer")[["grad_norm", "update_ratio", "act_std", "dead_frac"]].last())
+
+# the model is not a dg builder, so pass it (and data) to the report for its explanations
+print("report:", dg.report("runs/example-loop", model=model, data=X_val, labels=y_val,
+                           class_names=data.class_names, out="reports/example-loop.html"))

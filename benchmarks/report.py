@@ -1,0 +1,64 @@
+"""Report generation time and size for a long run: 20 000 steps x 30 layers.
+
+Writes a synthetic run straight into the store (every statistic at every step, with a trend and
+noise), then times ``dg.report`` on it (median of repeats) and prints the HTML size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import diagnose as dg
+from diagnose.monitor.store import RunWriter
+
+
+def synthetic_run(run_dir: Path, steps: int, layers: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    names = [f"block{i // 2}.{'fc' if i % 2 == 0 else 'act'}" for i in range(layers)]
+    writer = RunWriter(run_dir, {"source": "benchmark", "steps": steps, "every": 1,
+                                 "model": {"class": "Synthetic", "params": 0, "layers": []}})
+    chunk = 2000
+    for start in range(0, steps, chunk):
+        step = np.arange(start, min(start + chunk, steps))
+        decay = np.exp(-step / steps)
+        writer.write_scalars([(int(s), "loss", float(2.3 * d + 0.05 * rng.random())) for s, d in zip(step, decay)])
+        rows = []
+        for j, name in enumerate(names):
+            scale = 10.0 ** (-j / 10)
+            for s, d in zip(step, decay):
+                rows.append({"step": int(s), "layer": name, "grad_norm": scale * d * (1 + 0.1 * rng.random()),
+                             "weight_norm": 5.0 + j, "update_ratio": 1e-3 * d, "act_mean": 0.1, "act_std": 1.0 + 0.1 * d,
+                             "act_zero_frac": 0.5, "dead_frac": 0.05 if j % 2 else float("nan"),
+                             "saturated_frac": float("nan"), "nonfinite": 0.0})
+        writer.write_layer_stats(rows)
+    writer.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--layers", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "long"
+        synthetic_run(run_dir, args.steps, args.layers)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            out = dg.report(run_dir, out=Path(tmp) / "long.html")
+            times.append(time.perf_counter() - start)
+        size = out.stat().st_size
+    print(f"report: {args.steps} steps x {args.layers} layers (every statistic every step): "
+          f"{statistics.median(times):.2f} s (median of {args.repeats}), {size / 1e6:.2f} MB "
+          f"(targets: < 15 s, < 10 MB)")
+
+
+if __name__ == "__main__":
+    main()

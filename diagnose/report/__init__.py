@@ -1,0 +1,120 @@
+"""The HTML report: one self-contained page (inline CSS, embedded images, no external URL) on a
+run's training health and, given a model and data, its explanations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import torch
+from torch import nn
+
+from diagnose.monitor import artifacts
+from diagnose.monitor.store import Run, load_run
+from diagnose.report import build
+
+log = logging.getLogger(__name__)
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("diagnose", "report/templates"),
+                          autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def _inputs(run: Run, model: nn.Module | None, data: Any, labels: Any, feature_names: Any,
+            class_names: Any) -> tuple[nn.Module | None, Any, Any, Any, Any, list[str]]:
+    """Model and data for the explanations: given, or saved with the run; and what is missing."""
+    missing = []
+    sample = artifacts.load_sample(run.run_dir)
+    if model is None and artifacts.has_model(run.run_dir):
+        try:
+            model = artifacts.load_model(run.run_dir)
+        except ValueError as err:
+            missing.append(str(err))
+    if data is None and sample is not None:
+        data, labels = sample["X"], sample["y"] if labels is None else labels
+    if sample is not None:
+        feature_names = feature_names or sample["feature_names"]
+        class_names = class_names or sample["class_names"]
+    if model is None or data is None:
+        missing.append("No model and data were given or saved with the run, so there are no explanations "
+                       "(pass model= and data=, or record with save_model=True).")
+        return None, None, None, feature_names, class_names, missing
+    return model, data, labels, feature_names, class_names, missing
+
+
+def _version() -> str:
+    from diagnose import __version__
+    return __version__
+
+
+def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None, feature_names: Any = None,
+           class_names: Any = None, out: str | Path | None = None, labels: Any = None,
+           methods: list[str] | None = None) -> Path:
+    """Write the HTML report of a recorded run; returns its path.
+
+    Args:
+        run_dir: the run directory (``dg.watch`` / ``dg.Trainer`` wrote it).
+        model, data: explain the model on these inputs (default: what was saved with the run).
+        labels: true targets of ``data``, to pick correct and misclassified examples.
+        feature_names, class_names: names to show (default: saved with the run).
+        out: the HTML file (default ``reports/<run name>.html``).
+        methods: attribution methods to compare (default: two that suit the model).
+    """
+    run = load_run(run_dir)
+    out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}.html"
+    model, data, labels, feature_names, class_names, missing = _inputs(run, model, data, labels, feature_names,
+                                                                       class_names)
+    summary = build.summary(run)
+    training = build.training(run)
+    if not summary["meta"]["complete"]:
+        missing.insert(0, "The run did not complete (killed, crashed or still running): the report shows what was "
+                          "recorded up to its last flush.")
+    explanations = None
+    if model is not None:
+        with torch.random.fork_rng():
+            explanations = build.explanations(model, data, labels, feature_names, class_names, methods)
+    html = _ENV.get_template("report.html.j2").render(
+        title=f"diagnose report: {Path(run_dir).resolve().name}", run_dir=str(run_dir), summary=summary,
+        training=training, explanations=explanations, missing=missing + training["missing"],
+        version=_version())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    log.info("report written to %s (%d bytes)", out, len(html))
+    return out
+
+
+def prediction_page(run_dir: str | Path, index: int, out: str | Path | None = None, model: nn.Module | None = None,
+                    method: str | None = None) -> tuple[Path, Any]:
+    """Explain one saved row of a run: write a single-prediction HTML page; returns (path, LocalExplanation)."""
+    import diagnose as dg
+
+    run = load_run(run_dir)
+    model, data, labels, feature_names, class_names, missing = _inputs(run, model, None, None, None, None)
+    if model is None:
+        raise ValueError("run_dir: " + " ".join(missing))
+    x = torch.as_tensor(data)
+    if not 0 <= index < len(x):
+        raise ValueError(f"index: expected a row in [0, {len(x) - 1}] of the saved sample, got {index}")
+    method = method or build.default_methods(model, x)[0]
+    local = dg.explain(model, x[index:index + 1], method, background=x[:100], feature_names=feature_names,
+                       class_names=class_names).local(0)
+    truth = None if labels is None else int(np.asarray(labels)[index])
+    label = (lambda i: class_names[i] if class_names and 0 <= i < len(class_names) else str(i))
+    out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}-row{index}.html"
+    html = _ENV.get_template("prediction.html.j2").render(
+        title=f"prediction {index} of {Path(run_dir).resolve().name}", index=index, method=method,
+        prediction=label(int(local.prediction)) if local.probabilities is not None else f"{local.prediction:.4g}",
+        truth=label(truth) if truth is not None else "-",
+        probabilities=[(label(k), f"{p:.3f}") for k, p in enumerate(local.probabilities)] if local.probabilities is not None else [],
+        output=f"{local.output:.4g}", base=f"{local.base_value:.4g}", output_kind=local.output_kind,
+        contributions=[{"feature": r.feature, "value": f"{r.value:.4g}", "attribution": f"{r.attribution:+.4g}"}
+                       for r in local.contributions.head(20).itertuples()],
+        plot=None if x.ndim == 4 else build.plots.data_uri(build.plots.contributions(local.contributions)),
+        image=build.plots.data_uri(build.plots.image_maps(x[index:index + 1].numpy(), local.attribution_map[None],
+                                                          [f"row {index}"])) if x.ndim == 4 else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out, local

@@ -1,0 +1,229 @@
+"""Report data: a run (and optionally a model and data) turned into plain, format-free structures
+the templates render. No HTML here: every string goes to Jinja2 with autoescape."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from diagnose.findings import SEVERITY_ORDER, evaluate
+from diagnose.monitor.store import LAYER_STAT_COLUMNS, Run
+from diagnose.report import plots
+
+HEATMAPS = [  # column, title, log colour scale
+    ("grad_norm", "gradient norm", True),
+    ("update_ratio", "update / weight ratio (healthy ~1e-3)", True),
+    ("act_std", "activation standard deviation", True),
+    ("dead_frac", "dead-unit fraction", False),
+    ("saturated_frac", "saturated fraction", False),
+]
+EXPLAIN_ROWS = 500      # rows explained for the global view
+LOCAL_CASES = 4         # rows shown one by one
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in list(value.items())[:6])
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value[:8]) + (" ..." if len(value) > 8 else "")
+    return str(value)
+
+
+def _duration(meta: dict[str, Any]) -> str:
+    try:
+        start = datetime.fromisoformat(meta["start_time"])
+        end = datetime.fromisoformat(meta["end_time"])
+    except (KeyError, TypeError, ValueError):
+        return "unknown (the run did not finish)"
+    return f"{(end - start).total_seconds():.0f} s"
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """Verdict, findings, final metrics and run metadata."""
+    meta = run.meta
+    outcomes = evaluate(run)
+    found = sorted((f for o in outcomes for f in o.findings), key=lambda f: SEVERITY_ORDER[f.severity])
+    severities = {f.severity for f in found}
+    verdict = "failing" if "critical" in severities else "needs attention" if "warning" in severities else "healthy"
+    scalars = run.scalars()
+    epoch_cols = [c for c in scalars.columns if c not in ("step", "rank", "loss")]
+    final = {}
+    for column in epoch_cols:
+        values = scalars[column].dropna()
+        if len(values):
+            final[column] = _fmt(float(values.iloc[-1]))
+    optimizer = meta.get("optimizer") or {}
+    model = meta.get("model") or {}
+    return {
+        "verdict": verdict,
+        "findings": [{"severity": f.severity, "kind": f.kind, "layer": f.layer,
+                      "steps": f"{f.steps[0]}-{f.steps[1]}" if f.steps else "", "message": f.message,
+                      "remedy": f.remedy, "evidence": {k: _fmt(v) for k, v in f.evidence.items()}} for f in found],
+        "not_evaluated": [{"rule": o.name, "why": o.skipped} for o in outcomes if o.skipped],
+        "final": final,
+        "early_stopping": {"best_epoch": meta.get("best_epoch"), "stopped_epoch": meta.get("stopped_epoch")},
+        "meta": {
+            "complete": bool(meta.get("complete")), "steps": meta.get("steps"), "source": meta.get("source"),
+            "start": meta.get("start_time"), "end": meta.get("end_time", "-"), "duration": _duration(meta),
+            "every": meta.get("every"), "world_size": meta.get("world_size", 1),
+            "optimizer": optimizer.get("name") or optimizer.get("class"),
+            "hyperparameters": {k: _fmt(v) for k, v in (optimizer.get("hyperparameters") or {}).items()
+                                if v is not None and k not in ("foreach", "differentiable", "fused", "capturable")},
+            "versions": meta.get("versions", {}),
+            "model_class": model.get("class"), "params": model.get("params"),
+            "layers": model.get("layers", []),
+            "first_nonfinite": meta.get("first_nonfinite"), "errors": meta.get("errors") or {},
+        },
+    }
+
+
+def training(run: Run) -> dict[str, Any]:
+    """Curves, heatmaps and the per-layer table."""
+    scalars = run.scalars()
+    scalars = scalars[scalars["rank"] == 0] if "rank" in scalars else scalars
+    out: dict[str, Any] = {"missing": [], "curves": None, "lr": None, "recorded_steps": 0, "downsampled": False,
+                           "heatmaps": [], "layers": [], "columns": []}
+    epochs = scalars.dropna(subset=["epoch"]) if "epoch" in scalars else pd.DataFrame()
+    steps = run.scalar("loss") if "loss" in scalars else None
+    if len(epochs) or (steps is not None and len(steps)):
+        out["curves"] = plots.data_uri(plots.curves(epochs, steps))
+    else:
+        out["missing"].append("No loss or epoch metrics were logged (run.log(loss=...)), so there are no curves.")
+    if "val_loss" not in scalars:
+        out["missing"].append("No validation loss was logged: overfitting cannot be judged.")
+    if "lr" in scalars and scalars["lr"].notna().any():
+        out["lr"] = _fmt(float(scalars["lr"].dropna().iloc[-1]))
+    stats = run.layer_stats()
+    stats = stats[stats["rank"] == 0] if "rank" in stats else stats
+    if stats.empty:
+        out["missing"].append("No per-layer statistics were recorded.")
+        return out
+    order = list(dict.fromkeys(stats["layer"]))
+    n_steps = stats["step"].nunique()
+    out["recorded_steps"] = int(n_steps)
+    out["downsampled"] = n_steps > plots.MAX_POINTS
+    for column, title, log in HEATMAPS:
+        table = stats.pivot_table(index="step", columns="layer", values=column, aggfunc="last")
+        table = table[[layer for layer in order if layer in table.columns]].dropna(axis=1, how="all")
+        if table.empty or not np.isfinite(table.to_numpy(dtype=float)).any():
+            out["heatmaps"].append({"title": title, "uri": None, "note": f"{title}: not recorded for any layer"})
+            continue
+        out["heatmaps"].append({"title": title, "uri": plots.data_uri(plots.heatmap(table, title, log)), "note": None})
+    last = stats.groupby("layer").last()
+    for layer in order:
+        rows = stats[stats["layer"] == layer]
+        spark_column = "grad_norm" if rows["grad_norm"].notna().any() else "act_std"
+        series = plots.downsample(rows.set_index("step")[[spark_column]], 60)[0][spark_column].tolist()
+        out["layers"].append({
+            "name": layer, "values": {c: _fmt(float(last.loc[layer, c])) for c in LAYER_STAT_COLUMNS if c in last},
+            "spark": plots.sparkline(series), "spark_of": spark_column})
+    out["columns"] = [c for c in LAYER_STAT_COLUMNS if c in last]
+    return out
+
+
+def _pick_cases(exp: Any, labels: np.ndarray | None) -> list[tuple[str, int]]:
+    """Rows worth showing: a correct and a misclassified one (with labels), the most and the least
+    confident."""
+    cases: list[tuple[str, int]] = []
+    if exp.probabilities is not None:
+        confidence = exp.probabilities.max(axis=1)
+        if labels is not None:
+            correct = np.flatnonzero(exp.predictions == labels)
+            wrong = np.flatnonzero(exp.predictions != labels)
+            if len(correct):
+                cases.append(("correct", int(correct[np.argmax(confidence[correct])])))
+            if len(wrong):
+                cases.append(("misclassified", int(wrong[np.argmax(confidence[wrong])])))
+        cases.append(("most confident", int(np.argmax(confidence))))
+        cases.append(("least confident", int(np.argmin(confidence))))
+    else:
+        cases = [("first row", 0), ("largest output", int(np.argmax(exp.outputs)))]
+    seen, unique = set(), []
+    for name, i in cases:
+        if i not in seen:
+            seen.add(i)
+            unique.append((name, i))
+    return unique[:LOCAL_CASES]
+
+
+def default_methods(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Two methods that suit the model: Grad-CAM for CNNs, DeepLIFT-SHAP where its rules apply."""
+    from diagnose.explain.rescale import unsupported_modules
+    if x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return ["integrated_gradients", "grad_cam"]
+    if not unsupported_modules(model):
+        return ["shap_deep", "integrated_gradients"]
+    return ["integrated_gradients", "gradient_shap"]
+
+
+def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str] | None,
+                 class_names: list[str] | None, methods: list[str] | None) -> dict[str, Any]:
+    """Global importance from several methods with their agreement, a beeswarm, local cases,
+    image maps, and the quality checks."""
+    import diagnose as dg
+
+    x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)[:EXPLAIN_ROWS]
+    y = None if labels is None else np.asarray(torch.as_tensor(labels)[:EXPLAIN_ROWS])
+    methods = methods or default_methods(model, x)
+    cmp = dg.compare_methods(model, x, methods, feature_names=feature_names, class_names=class_names)
+    first = cmp.explanations[methods[0]]
+    image = x.ndim == 4
+    importance = cmp.importance.sort_values(methods[0], ascending=False).reset_index(drop=True)
+    out: dict[str, Any] = {
+        "methods": methods, "rows": len(x), "output_kind": first.output_kind, "image": image,
+        "importance_plot": plots.data_uri(plots.importance_bars(importance, methods)) if not image else None,
+        "importance": [{"feature": r["feature"], **{m: _fmt(float(r[m])) for m in methods}}
+                       for _, r in importance.head(15).iterrows()],
+        "agreement": [{k: (_fmt(v) if isinstance(v, float) else v) for k, v in row.items()}
+                      for row in cmp.agreement.to_dict("records")],
+        "beeswarm": None if image else plots.data_uri(plots.beeswarm(first.flat_values, first.data.reshape(len(x), -1),
+                                                                    first.feature_names)),
+        "quality": [], "cases": [], "maps": None,
+    }
+    for method, exp in cmp.explanations.items():
+        q = exp.quality
+        comp = q.get("completeness") or q.get("additivity") or {}
+        out["quality"].append({
+            "method": method,
+            "gap": _fmt(comp["max_abs_gap"]) if comp.get("applies") else "not additive",
+            "infidelity": _fmt(q.get("infidelity", {}).get("mean", float("nan"))),
+            "sensitivity": _fmt(q.get("sensitivity", {}).get("mean", float("nan"))),
+            "randomization": _fmt(q.get("randomization", {}).get("mean_rank_correlation", float("nan"))),
+            "trust": q.get("trust", "")})
+    names = class_names
+
+    def label(i: int | None) -> str:
+        if i is None:
+            return "-"
+        return str(names[int(i)]) if names and 0 <= int(i) < len(names) else str(i)
+    cases = _pick_cases(first, y)
+    for name, i in cases:
+        local = first.local(i)
+        probabilities = None
+        if local.probabilities is not None:
+            top = np.argsort(-local.probabilities)[:3]
+            probabilities = ", ".join(f"{label(k)}: {local.probabilities[k]:.3f}" for k in top)
+        out["cases"].append({
+            "name": name, "index": i, "prediction": label(local.prediction) if first.probabilities is not None
+            else _fmt(float(local.prediction)), "truth": label(y[i]) if y is not None else "-",
+            "probabilities": probabilities, "output": _fmt(local.output), "base": _fmt(local.base_value),
+            "contributions": [{"feature": r.feature, "value": _fmt(float(r.value)), "attribution": _fmt(float(r.attribution))}
+                              for r in local.contributions.head(8).itertuples()],
+            "plot": None if image else plots.data_uri(plots.contributions(local.contributions)),
+        })
+    if image:
+        idx = [i for _, i in cases]
+        out["maps"] = {m: plots.data_uri(plots.image_maps(x[idx].numpy(), e.values[idx],
+                                                          [f"{n} ({label(e.predictions[i])})" for n, i in cases]))
+                       for m, e in cmp.explanations.items()}
+    return out

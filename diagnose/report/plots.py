@@ -1,0 +1,165 @@
+"""Plots for the report: each a function from plain data to a matplotlib Figure, and the one helper
+that embeds a figure as a base64 PNG data URI (the report must work offline)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+
+# Plots never show more than this many points along the step axis: a long run is binned (mean per
+# bin), and the report says so.
+MAX_POINTS = 400
+
+
+def data_uri(fig: Figure, dpi: int = 90) -> str:
+    """The figure as an inline ``data:image/png;base64,...`` URI."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def downsample(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> tuple[pd.DataFrame, int]:
+    """Mean over equal bins of rows (indexed by step) when there are more than ``max_points``;
+    returns the frame and the bin width (1 when nothing was binned)."""
+    if len(frame) <= max_points:
+        return frame, 1
+    width = int(np.ceil(len(frame) / max_points))
+    groups = np.arange(len(frame)) // width
+    binned = frame.groupby(groups).mean()
+    binned.index = frame.index.to_numpy()[::width][: len(binned)]
+    return binned, width
+
+
+def curves(epochs: pd.DataFrame, steps: pd.Series | None) -> Figure:
+    """Loss per epoch (train, validation), accuracy per epoch, and the smoothed per-step loss."""
+    panels = [p for p in ("loss", "accuracy") if any(c.endswith(p) for c in epochs.columns)] if len(epochs) else []
+    n = len(panels) + (1 if steps is not None and len(steps) else 0)
+    fig = Figure(figsize=(4.2 * max(n, 1), 3.0), layout="constrained")
+    axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        for column, style in ((f"train_{panel}", "--"), (f"val_{panel}", "-")):
+            if column in epochs and epochs[column].notna().any():
+                ax.plot(epochs["epoch"], epochs[column], style, label=column.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if steps is not None and len(steps):
+        ax = axes[len(panels)]
+        values, width = downsample(steps.to_frame("loss"))
+        ax.plot(values.index, values["loss"], color="0.7", linewidth=0.8, label="loss" + (f" (mean of {width})" if width > 1 else ""))
+        window = max(3, len(values) // 25)
+        ax.plot(values.index, values["loss"].rolling(window, min_periods=1, center=True).median(), color="C0",
+                label="smoothed")
+        finite = values["loss"].replace([np.inf, -np.inf], np.nan).dropna()
+        if len(finite) and (finite > 0).all() and finite.max() / finite.min() > 20:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title("training loss per step", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def heatmap(table: pd.DataFrame, title: str, log: bool) -> Figure:
+    """A layer x step heatmap of one statistic (log colour scale for norms and ratios)."""
+    binned, width = downsample(table)
+    values = binned.T.to_numpy(dtype=float)
+    fig = Figure(figsize=(8.5, 0.35 * len(binned.columns) + 1.3), layout="constrained")
+    ax = fig.subplots()
+    finite = values[np.isfinite(values)]
+    positive = finite[finite > 0]
+    if log and len(positive):
+        norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-12), vmax=positive.max())
+        values = np.where(values > 0, values, np.nan)
+    else:
+        norm = Normalize(vmin=finite.min() if len(finite) else 0, vmax=finite.max() if len(finite) else 1)
+    steps = binned.index.to_numpy()
+    image = ax.imshow(values, aspect="auto", interpolation="nearest", norm=norm, cmap="viridis",
+                      extent=(steps[0] - 0.5, steps[-1] + 0.5, len(binned.columns) - 0.5, -0.5))
+    ax.set_yticks(range(len(binned.columns)), labels=[str(c) for c in binned.columns], fontsize=8)
+    ax.set_xlabel("step" + (f" (mean over bins of {width} recorded steps)" if width > 1 else ""))
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.025)
+    return fig
+
+
+def importance_bars(frame: pd.DataFrame, methods: list[str], top: int = 15) -> Figure:
+    """Global importance (mean |attribution|, normalized per method) side by side."""
+    head = frame.head(top).iloc[::-1]
+    fig = Figure(figsize=(7.5, 0.3 * len(head) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    height = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        scale = frame[method].max() or 1.0
+        ax.barh(np.arange(len(head)) + i * height, head[method] / scale, height=height, label=method)
+    ax.set_yticks(np.arange(len(head)) + 0.4 - height / 2, labels=[str(f) for f in head["feature"]], fontsize=8)
+    ax.set_xlabel("mean |attribution| (relative to each method's largest)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+def beeswarm(values: np.ndarray, data: np.ndarray, names: list[str], top: int = 12) -> Figure:
+    """A SHAP-style summary: one dot per row and feature, x = attribution, colour = feature value."""
+    order = np.argsort(-np.abs(values).mean(axis=0))[:top][::-1]
+    fig = Figure(figsize=(7.5, 0.32 * len(order) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    for row, j in enumerate(order):
+        col = data[:, j]
+        span = np.ptp(col) or 1.0
+        colours = (col - col.min()) / span
+        jitter = rng.uniform(-0.3, 0.3, len(col))
+        points = ax.scatter(values[:, j], row + jitter, c=colours, cmap="coolwarm", s=6, vmin=0, vmax=1)
+    ax.axvline(0, color="0.5", linewidth=0.8)
+    ax.set_yticks(range(len(order)), labels=[str(names[j]) for j in order], fontsize=8)
+    ax.set_xlabel("attribution (impact on the explained output)")
+    fig.colorbar(points, ax=ax, fraction=0.03, label="feature value (low -> high)")
+    return fig
+
+
+def contributions(frame: pd.DataFrame, top: int = 10) -> Figure:
+    """One prediction's largest contributions, signed."""
+    head = frame.head(top).iloc[::-1]
+    fig = Figure(figsize=(6.0, 0.3 * len(head) + 1.0), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(range(len(head)), head["attribution"], color=["C3" if v > 0 else "C0" for v in head["attribution"]])
+    ax.set_yticks(range(len(head)), labels=[f"{f} = {v:.3g}" for f, v in zip(head["feature"], head["value"])], fontsize=8)
+    ax.axvline(0, color="0.5", linewidth=0.8)
+    ax.set_xlabel("contribution")
+    return fig
+
+
+def image_maps(images: np.ndarray, maps: np.ndarray, titles: list[str]) -> Figure:
+    """Input images with their attribution maps (summed over channels) below them."""
+    n = len(images)
+    fig = Figure(figsize=(1.6 * n, 3.4), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(images[i].mean(axis=0), cmap="gray")
+        attribution = maps[i].sum(axis=0)
+        bound = np.abs(attribution).max() or 1.0
+        axes[1, i].imshow(attribution, cmap="bwr", vmin=-bound, vmax=bound)
+        axes[0, i].set_title(titles[i], fontsize=8)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    return fig
+
+
+def sparkline(values: list[float], width: int = 90, height: int = 18) -> str:
+    """An inline SVG polyline of a short series (log-free; NaNs skipped); '' if fewer than 2 points."""
+    points = [(i, v) for i, v in enumerate(values) if v is not None and np.isfinite(v)]
+    if len(points) < 2:
+        return ""
+    xs, ys = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+    xs = (xs - xs.min()) / max(np.ptp(xs), 1e-12) * (width - 2) + 1
+    ys = height - 1 - (ys - ys.min()) / max(np.ptp(ys), 1e-12) * (height - 2)
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
+            f'<polyline fill="none" stroke="#2b6cb0" stroke-width="1.2" points="{path}"/></svg>')

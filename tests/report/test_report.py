@@ -1,0 +1,153 @@
+"""The HTML report and the report/explain commands."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import diagnose as dg
+from diagnose.cli import main
+
+
+def no_external_urls(html: str) -> None:
+    # every src/href is inline data or an in-page anchor: the page works offline
+    for url in re.findall(r'(?:src|href)="([^"]*)"', html):
+        assert url.startswith(("data:", "#")), url
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("demo")
+    out = base / "demo.html"
+    assert main(["demo", "--run-dir", str(base / "run"), "--out", str(out), "--quiet", "--rows", "2000"]) == 0
+    return base / "run", out
+
+
+@pytest.mark.slow
+def test_demo_report_has_every_section(demo_run):
+    run_dir, out = demo_run
+    html = out.read_text()
+    for marker in ['id="summary"', "Verdict:", 'id="curves"', "gradient norm heatmap", "update / weight ratio",
+                   "dead-unit fraction", 'id="explanations"', "Global importance", "Agreement between methods",
+                   "beeswarm", "Single predictions", "Quality checks", "Trust:", "shipping_cost", 'id="run"']:
+        assert marker in html, marker
+    no_external_urls(html)
+    assert len(html) < 2_000_000
+
+
+@pytest.mark.slow
+def test_explain_command_on_the_demo_run(demo_run, tmp_path, capsys):
+    run_dir, _ = demo_run
+    page = tmp_path / "row.html"
+    assert main(["explain", str(run_dir), "--index", "4", "-o", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "row 4: predicted" in out and "shipping_cost" in out and "probabilities" in out
+    html = page.read_text()
+    assert "Predicted" in html and "shipping_cost" in html
+    no_external_urls(html)
+    assert main(["explain", str(run_dir), "--index", "99999"]) == 2
+    assert "index" in capsys.readouterr().err
+
+
+def watched(run_dir, model, steps=12, **kwargs):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with dg.watch(model, opt, run_dir, every=2, **kwargs) as run:
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(torch.randn(16, 4)), torch.randint(0, 2, (16,)))
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+    return run_dir
+
+
+def test_a_run_without_model_or_validation_says_what_is_missing(tmp_path):
+    out = dg.report(watched(tmp_path / "run", dg.mlp(4, [8], 2)), out=tmp_path / "r.html")
+    html = out.read_text()
+    assert "No model and data were given" in html and "No validation loss was logged" in html
+    assert 'id="explanations"' not in html
+
+
+def test_a_killed_run_is_reported_as_incomplete(tmp_path):
+    model = dg.mlp(4, [8], 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = dg.watch(model, opt, tmp_path / "run", every=1)
+    for _ in range(5):
+        opt.zero_grad()
+        model(torch.randn(4, 4)).sum().backward()
+        opt.step()
+    run.flush()
+    run.writer.flush()
+    html = dg.report(tmp_path / "run", out=tmp_path / "r.html").read_text()
+    assert "did not complete" in html and "incomplete" in html
+    run.close()
+
+
+class Named(nn.Module):
+    """Layer names with HTML/JS in them (add_module accepts any string without a dot)."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("<script>alert(1)</script>", nn.Linear(4, 8))
+        self.add_module("act<img src=x onerror=alert(2)>", nn.ReLU())
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        for module in self.children():
+            x = module(x)
+        return x
+
+
+def test_user_strings_are_escaped(tmp_path):
+    model = Named()
+    run_dir = watched(tmp_path / "run", model, save_model=True, sample=(torch.randn(30, 4), torch.randint(0, 2, (30,))),
+                      feature_names=["<b>f0</b>", "f1\"onmouseover=alert(3)", "f2", "f3"],
+                      class_names=["<i>no</i>", "yes&<script>"])
+    html = dg.report(run_dir, model=model, out=tmp_path / "r.html").read_text()
+    for raw in ("<script>alert(1)</script>", "<img src=x", "<b>f0</b>", "<i>no</i>", "yes&<script>", '"onmouseover'):
+        assert raw not in html, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;b&gt;f0&lt;/b&gt;" in html
+    assert "<script" not in html.lower()  # the report itself needs no script at all
+
+
+def test_the_report_command_and_its_errors(tmp_path, capsys):
+    run_dir = watched(tmp_path / "run", dg.mlp(4, [8], 2))
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "x.html")]) == 0
+    assert (tmp_path / "x.html").is_file()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diagnose: run_dir") and "Traceback" not in err
+    assert main(["explain", str(run_dir), "--index", "0"]) == 2
+    assert "save_model=True" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_report_renders_in_headless_chromium(demo_run):
+    from playwright.sync_api import sync_playwright
+    _, out = demo_run
+    artifacts = Path(__file__).resolve().parents[2] / "reports"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors, requests = [], []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(Path(out).resolve().as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
+            page.screenshot(path=str(artifacts / "test-report-screenshot.png"))
+        finally:
+            browser.close()
+    assert errors == []
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert len(images) >= 8 and all(w > 0 for w in images)  # every embedded image decoded

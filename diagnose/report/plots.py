@@ -38,10 +38,18 @@ def downsample(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> tuple[pd.Da
 def curves(epochs: pd.DataFrame, steps: pd.Series | None) -> Figure:
     """Loss per epoch (train, validation), accuracy per epoch, and the smoothed per-step loss."""
     panels = [p for p in ("loss", "accuracy") if any(c.endswith(p) for c in epochs.columns)] if len(epochs) else []
+    if len(epochs) and "lr" in epochs and epochs["lr"].nunique() > 1:
+        panels.append("lr")  # a schedule: show it
     n = len(panels) + (1 if steps is not None and len(steps) else 0)
     fig = Figure(figsize=(4.2 * max(n, 1), 3.0), layout="constrained")
     axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
+        if panel == "lr":
+            ax.plot(epochs["epoch"], epochs["lr"], color="C2")
+            ax.set_xlabel("epoch")
+            ax.set_title("learning rate", fontsize=10)
+            ax.grid(alpha=0.3)
+            continue
         for column, style in ((f"train_{panel}", "--"), (f"val_{panel}", "-")):
             if column in epochs and epochs[column].notna().any():
                 ax.plot(epochs["epoch"], epochs[column], style, label=column.replace("_", " "))

@@ -20,10 +20,12 @@ from diagnose.trainer.early_stopping import EarlyStopping
 from diagnose.trainer.optimizers import list_optimizers
 from diagnose.trainer.regularizers import L1, L2, Entropy, GaussianNoise, Regularizer
 from diagnose.trainer.trainer import Trainer
+from diagnose.tune import TuneResult, log_uniform, tune, tune_trainer
 
 __all__ = [
     "Callback", "Comparison", "Explanation", "Finding", "LocalExplanation", "compare_methods", "explain",
     "explain_prediction", "findings", "list_explain_methods", "CrossValidation", "EarlyStopping", "Entropy", "GaussianNoise", "L1", "L2",
     "Regularizer", "Run", "Trainer", "Watch", "cnn", "compare_optimizers", "cross_validate", "datasets",
-    "list_optimizers", "load_run", "mlp", "report", "watch", "__version__",
+    "list_optimizers", "load_run", "log_uniform", "mlp", "report", "tune", "tune_trainer", "TuneResult", "watch",
+    "__version__",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -106,6 +107,77 @@ def _findings(args: argparse.Namespace) -> int:
     return 0
 
 
+TUNE_EXAMPLE = """\
+# diagnose tune config: tune a dg.mlp on a bundled dataset
+dataset: digits            # digits | breast_cancer | cart_abandonment
+model: {hidden: [64], dropout: 0.0}
+space:                     # dg.tune's space: a list = categories, [low, high] = a range,
+  hidden: [32, 64, 128]    #   {log_uniform: [low, high]} = a log-uniform range
+  lr: {log_uniform: [0.0001, 0.1]}
+  optimizer: [momentum, adam, adadelta]
+strategy: random           # grid | random | bayes | bayes_gp | evolutionary
+trials: 20
+epochs: 8
+metric: val_accuracy
+seed: 0
+"""
+
+
+def _space_from_config(raw: dict) -> dict:
+    import diagnose as dg
+    space = {}
+    for name, spec in raw.items():
+        if isinstance(spec, dict) and set(spec) == {"log_uniform"}:
+            space[name] = dg.log_uniform(*spec["log_uniform"])
+        elif isinstance(spec, dict) and set(spec) == {"range"}:
+            space[name] = tuple(spec["range"])
+        elif isinstance(spec, list):
+            space[name] = spec
+        else:
+            raise ValueError(f"space.{name}: expected a list of values, {{range: [low, high]}} or "
+                             f"{{log_uniform: [low, high]}}, got {spec!r}")
+    return space
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import yaml
+
+    import diagnose as dg
+    try:
+        config = yaml.safe_load(Path(args.config).read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"config: {args.config} is not valid YAML ({err})") from err
+    if not isinstance(config, dict) or "space" not in config:
+        raise ValueError(f"config: {args.config} needs a 'space' mapping; for example:\n{TUNE_EXAMPLE}")
+    loaders = {"digits": dg.datasets.digits, "breast_cancer": dg.datasets.breast_cancer,
+               "cart_abandonment": dg.datasets.cart_abandonment}
+    name = config.get("dataset", "digits")
+    if name not in loaders:
+        raise ValueError(f"config: dataset must be one of {list(loaders)}, got {name!r}")
+    data = loaders[name]()
+    base = {"hidden": [64], "dropout": 0.0, **(config.get("model") or {})}
+
+    def model_fn(params: dict) -> "torch.nn.Module":
+        hidden = params.get("hidden", base["hidden"])
+        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        return dg.mlp(data.n_features, hidden, data.n_classes, dropout=params.get("dropout", base["dropout"]),
+                      batch_norm=bool(base.get("batch_norm", False)))
+    result = dg.tune_trainer(
+        model_fn, data.train, data.val, _space_from_config(config["space"]), strategy=config.get("strategy", "random"),
+        n_trials=args.trials or config.get("trials", 20), epochs=config.get("epochs", 10),
+        metric=config.get("metric", "val_loss"),
+        # workers sharing a study must not draw the same trials: each gets its own seed
+        seed=config.get("seed", 0) + (os.getpid() if (args.storage or config.get("storage")) else 0),
+        storage=args.storage or config.get("storage"), study_name=args.study or config.get("study"),
+        batch_size=config.get("batch_size", 32))
+    done = result.trials["state"].value_counts().to_dict()
+    print(f"study: {len(result.trials)} trials in all ({', '.join(f'{v} {k.lower()}' for k, v in done.items())})")
+    print(f"best {config.get('metric', 'val_loss')}: {result.best_value:.4g} with {result.best_params}")
+    if result.importances:
+        print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help)."""
     parser = argparse.ArgumentParser(
@@ -148,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
                                           "plateaus), most severe first.")
     findings.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds run.sqlite)")
     findings.set_defaults(func=_findings)
+    tune = sub.add_parser("tune", help="run a hyperparameter search (one worker; start several to share a study)",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          description="Tune a dg.mlp on a bundled dataset from a YAML config. Several workers "
+                                      "started with the same --storage and --study cooperate on one study "
+                                      "(sqlite:///tune.db on one machine, postgresql://... across machines).\n\n"
+                                      "Example config:\n\n" + TUNE_EXAMPLE)
+    tune.add_argument("config", metavar="CONFIG", help="a YAML file (see the example above)")
+    tune.add_argument("--storage", default=None, help="an Optuna storage URL shared by the workers")
+    tune.add_argument("--study", default=None, help="the study name shared by the workers")
+    tune.add_argument("--trials", type=int, default=None, help="trials for this worker (default: the config's)")
+    tune.set_defaults(func=_tune)
     return parser
 
 

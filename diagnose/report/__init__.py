@@ -52,7 +52,7 @@ def _version() -> str:
 
 def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None, feature_names: Any = None,
            class_names: Any = None, out: str | Path | None = None, labels: Any = None,
-           methods: list[str] | None = None) -> Path:
+           methods: list[str] | None = None, tuning: Any = None) -> Path:
     """Write the HTML report of a recorded run; returns its path.
 
     Args:
@@ -62,6 +62,7 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
         feature_names, class_names: names to show (default: saved with the run).
         out: the HTML file (default ``reports/<run name>.html``).
         methods: attribution methods to compare (default: two that suit the model).
+        tuning: a ``dg.TuneResult`` to add as a hyperparameter-search section.
     """
     run = load_run(run_dir)
     out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}.html"
@@ -79,6 +80,7 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
     html = _ENV.get_template("report.html.j2").render(
         title=f"diagnose report: {Path(run_dir).resolve().name}", run_dir=str(run_dir), summary=summary,
         training=training, explanations=explanations, missing=missing + training["missing"],
+        tuning=build.tuning(tuning) if tuning is not None else None,
         version=_version())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")

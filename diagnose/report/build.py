@@ -227,3 +227,27 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
                                                           [f"{n} ({label(e.predictions[i])})" for n, i in cases]))
                        for m, e in cmp.explanations.items()}
     return out
+
+
+def tuning(result: Any) -> dict[str, Any]:
+    """The hyperparameter search: trial history, importances, the best trials, the best's curves."""
+    trials = result.trials
+    param_cols = [c for c in trials.columns if c not in ("number", "value", "state", "duration_s", "prune_reason")]
+    ascending = result.direction == "minimize"
+    top = trials[trials["state"] == "COMPLETE"].sort_values("value", ascending=ascending).head(10)
+    best_number = int(top.iloc[0]["number"])
+    history = result.histories.get(best_number)
+    return {
+        "direction": result.direction, "best_value": _fmt(result.best_value),
+        "best_params": {k: _fmt(v) for k, v in result.best_params.items()},
+        "counts": trials["state"].value_counts().to_dict(),
+        "history": plots.data_uri(plots.trial_history(trials, result.direction)),
+        "importances": plots.data_uri(plots.importances(result.importances)) if result.importances else None,
+        "columns": param_cols,
+        "top": [{"number": int(r["number"]), "value": _fmt(float(r["value"])),
+                 **{c: _fmt(r[c]) for c in param_cols}} for _, r in top.iterrows()],
+        "pruned": [{"number": int(r["number"]), "reason": r["prune_reason"] or "pruned by the median rule"}
+                   for _, r in trials[trials["state"] == "PRUNED"].head(10).iterrows()],
+        "best_curves": plots.data_uri(plots.curves(history, None)) if history is not None and len(history) else None,
+        "best_number": best_number,
+    }

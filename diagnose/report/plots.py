@@ -171,3 +171,32 @@ def sparkline(values: list[float], width: int = 90, height: int = 18) -> str:
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
     return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
             f'<polyline fill="none" stroke="#2b6cb0" stroke-width="1.2" points="{path}"/></svg>')
+
+
+def trial_history(trials: pd.DataFrame, direction: str) -> Figure:
+    """Each trial's value and the best so far; pruned trials marked."""
+    fig = Figure(figsize=(6.5, 3.0), layout="constrained")
+    ax = fig.subplots()
+    done = trials[trials["state"] == "COMPLETE"]
+    pruned = trials[trials["state"] == "PRUNED"]
+    ax.scatter(done["number"], done["value"], s=14, label="complete")
+    if len(pruned):
+        ax.scatter(pruned["number"], [done["value"].median()] * len(pruned), marker="x", color="C3", s=14,
+                   label="pruned (placed at the median)")
+    best = done["value"].cummax() if direction == "maximize" else done["value"].cummin()
+    ax.step(done["number"], best, where="post", color="C1", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("value")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def importances(values: dict[str, float]) -> Figure:
+    """Parameter importances (Optuna's fANOVA)."""
+    names = list(values)[::-1]
+    fig = Figure(figsize=(5.0, 0.35 * len(names) + 1.0), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(names, [values[n] for n in names], color="C2")
+    ax.set_xlabel("importance")
+    return fig

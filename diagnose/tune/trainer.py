@@ -1,0 +1,166 @@
+"""``dg.tune_trainer``: tune the Trainer's hyperparameters, with k-fold cross-validation per trial
+(the GridSearchCV / RandomizedSearchCV pattern) and pruning of bad trials, including trials whose
+training produces non-finite values or exploding gradients."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+from torch import nn
+
+from diagnose.trainer.callbacks import Callback
+from diagnose.trainer.cross_validation import cross_validate
+from diagnose.trainer.data import DataLike
+from diagnose.trainer.optimizers import resolve_optimizer
+from diagnose.trainer.regularizers import L1, L2
+from diagnose.trainer.trainer import Trainer
+from diagnose.tune.space import parse_space
+from diagnose.tune.study import TuneResult, create_study, result_of
+
+# Parameters the trainer takes itself; every other parameter goes to model_fn only.
+TRAINER_PARAMS = ("optimizer", "lr", "batch_size", "l1", "l2", "momentum")
+# A trial whose total gradient norm grows 1000x above its first epoch's median is exploding
+# (the same factor as the exploding_gradient finding).
+EXPLODING_GROWTH = 1e3
+GRAD_CHECK_EVERY = 10  # steps between gradient-norm samples (one fused norm each)
+
+
+class _TrialGuard(Callback):
+    """Reports the monitored metric to Optuna each epoch and prunes the trial when the pruner says
+    so, or when training goes non-finite or its gradients explode. The reason is kept on the trial."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, prune: bool) -> None:
+        self.trial, self.metric, self.prune = trial, metric, prune
+        self.norms: list[torch.Tensor] = []
+        self.baseline: float | None = None
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        if step % GRAD_CHECK_EVERY == 0:
+            grads = [p.grad.detach() for p in trainer.model.parameters() if p.grad is not None]
+            if grads:
+                self.norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+
+    def _stop(self, reason: str) -> None:
+        self.trial.set_user_attr("prune_reason", reason)
+        raise optuna.TrialPruned(reason)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Mapping[str, float]) -> None:
+        norms = torch.stack(self.norms).cpu().numpy() if self.norms else np.zeros(0)  # note: one sync per epoch
+        self.norms = []
+        if not math.isfinite(logs.get("train_loss", 0.0)) or not np.isfinite(norms).all():
+            self._stop(f"non-finite values in training at epoch {epoch} (loss or gradients)")
+        if len(norms):
+            if self.baseline is None:
+                self.baseline = float(np.median(norms))
+            elif self.baseline > 0 and norms.max() > EXPLODING_GROWTH * self.baseline:
+                self._stop(f"exploding gradients at epoch {epoch}: norm {norms.max():.3g}, "
+                           f"{norms.max() / self.baseline:.3g}x the first epoch's median")
+        value = logs.get(self.metric)
+        if value is None:
+            return
+        self.trial.report(float(value), epoch)
+        if self.prune and self.trial.should_prune():
+            self._stop(f"{self.metric} {value:.4g} at epoch {epoch} was worse than the median of earlier trials")
+
+
+def _call_model_fn(model_fn: Callable[..., nn.Module], params: dict[str, Any]) -> nn.Module:
+    takes_params = len(inspect.signature(model_fn).parameters) > 0
+    model = model_fn(params) if takes_params else model_fn()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model_fn: must return an nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _trainer_kwargs(params: dict[str, Any], fixed: dict[str, Any],
+                    batch_size: int | None) -> tuple[dict[str, Any], int | None]:
+    kwargs = dict(fixed)
+    name = params.get("optimizer", kwargs.pop("optimizer", "adam"))
+    kwargs["optimizer"] = name
+    if "lr" in params:
+        kwargs["lr"] = params["lr"]
+    if "momentum" in params:
+        kwargs["optimizer_kwargs"] = {**kwargs.get("optimizer_kwargs", {}), "momentum": params["momentum"]}
+    regularizers = list(kwargs.pop("regularizers", ()))
+    if params.get("l2"):
+        regularizers.append(L2(params["l2"]))
+    if params.get("l1"):
+        regularizers.append(L1(params["l1"]))
+    kwargs["regularizers"] = regularizers
+    batch_size = params.get("batch_size", batch_size) if resolve_optimizer(name).batch_mode == "mini" else None
+    return kwargs, batch_size
+
+
+def tune_trainer(
+    model_fn: Callable[..., nn.Module],
+    train: DataLike,
+    val: DataLike | None,
+    space: Mapping[str, Any],
+    strategy: str = "random",
+    n_trials: int | None = 20,
+    epochs: int = 10,
+    batch_size: int | None = None,
+    metric: str = "val_loss",
+    direction: str | None = None,
+    folds: int | None = None,
+    prune: bool = True,
+    seed: int = 0,
+    storage: str | None = None,
+    study_name: str | None = None,
+    progress: bool = False,
+    **trainer_kwargs: Any,
+) -> TuneResult:
+    """Tune the Trainer: each trial builds ``model_fn(params)`` and trains it with the trial's
+    ``optimizer``, ``lr``, ``batch_size``, ``l1``, ``l2``, ``momentum`` (other parameters, such as
+    hidden units or dropout, are for ``model_fn``).
+
+    Args:
+        val: validation data (required unless ``folds`` is set).
+        batch_size: for mini-batch optimizers, unless the space has ``batch_size``.
+        metric: ``val_loss`` (minimized) or ``val_accuracy`` (maximized) by default direction.
+        folds: k-fold cross-validation per trial on ``train`` (the mean held-out metric is the
+            trial's value); without it, the metric on ``val`` after training.
+        prune: stop trials whose intermediate metric is worse than the median of earlier trials
+            at the same epoch (Optuna's MedianPruner). Trials whose training goes non-finite or
+            whose gradients explode are always stopped; ``trials["prune_reason"]`` says why.
+        trainer_kwargs: fixed ``dg.Trainer`` arguments (loss, regularizers, early_stopping, ...).
+    """
+    dims = parse_space(space)
+    if metric not in ("val_loss", "val_accuracy") and not metric.startswith("val_"):
+        raise ValueError(f"metric: expected a validation metric such as 'val_loss' or 'val_accuracy', got {metric!r}")
+    if val is None and folds is None:
+        raise ValueError("val: validation data is required (or set folds=k for cross-validation)")
+    direction = direction or ("maximize" if "accuracy" in metric else "minimize")
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1) if prune and folds is None else None
+    study = create_study(dims, strategy, direction, seed, storage, study_name, pruner)
+    histories: dict[int, pd.DataFrame] = {}
+    trainer_kwargs.setdefault("progress", False)
+    trial_metric = metric.removeprefix("val_")
+
+    def objective(trial: optuna.Trial) -> float:
+        from diagnose.tune.space import decode
+        params = {d.name: decode(d.suggest(trial)) for d in dims}
+        kwargs, fit_batch = _trainer_kwargs(params, trainer_kwargs, batch_size)
+        torch.manual_seed(seed + trial.number)
+        if folds is not None:
+            cv = cross_validate(lambda: _call_model_fn(model_fn, params), train, k=folds, epochs=epochs,
+                                batch_size=fit_batch, seed=seed + trial.number, **kwargs)
+            histories[trial.number] = cv.histories[0]
+            return float(cv.mean[metric])
+        guard = _TrialGuard(trial, metric, prune)
+        trainer = Trainer(_call_model_fn(model_fn, params), seed=seed + trial.number,
+                          callbacks=[*kwargs.pop("callbacks", ()), guard], **kwargs)
+        histories[trial.number] = trainer.fit(train, val, epochs=epochs, batch_size=fit_batch)
+        value = trainer.evaluate(val)[trial_metric]
+        if not math.isfinite(value):
+            guard._stop("non-finite validation metric after training")
+        return float(value)
+
+    study.optimize(objective, n_trials=n_trials, show_progress_bar=progress)
+    return result_of(study, direction, histories)

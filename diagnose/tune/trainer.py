@@ -21,7 +21,7 @@ from diagnose.trainer.data import DataLike
 from diagnose.trainer.optimizers import resolve_optimizer
 from diagnose.trainer.regularizers import L1, L2
 from diagnose.trainer.trainer import Trainer
-from diagnose.tune.space import parse_space
+from diagnose.tune.space import decode, parse_space
 from diagnose.tune.study import TuneResult, create_study, result_of
 
 # Parameters the trainer takes itself; every other parameter goes to model_fn only.
@@ -144,7 +144,6 @@ def tune_trainer(
     trial_metric = metric.removeprefix("val_")
 
     def objective(trial: optuna.Trial) -> float:
-        from diagnose.tune.space import decode
         params = {d.name: decode(d.suggest(trial)) for d in dims}
         kwargs, fit_batch = _trainer_kwargs(params, trainer_kwargs, batch_size)
         torch.manual_seed(seed + trial.number)

@@ -141,6 +141,7 @@ def _space_from_config(raw: dict) -> dict:
 
 def _tune(args: argparse.Namespace) -> int:
     import yaml
+    from torch import nn
 
     import diagnose as dg
     try:
@@ -157,7 +158,7 @@ def _tune(args: argparse.Namespace) -> int:
     data = loaders[name]()
     base = {"hidden": [64], "dropout": 0.0, **(config.get("model") or {})}
 
-    def model_fn(params: dict) -> "torch.nn.Module":
+    def model_fn(params: dict) -> nn.Module:
         hidden = params.get("hidden", base["hidden"])
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         return dg.mlp(data.n_features, hidden, data.n_classes, dropout=params.get("dropout", base["dropout"]),

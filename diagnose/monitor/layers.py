@@ -75,12 +75,6 @@ class LayerParams:
             self.missing = frozenset(range(len(self.names))) - with_grad
         return [p.grad.detach() for p in self.params if p.grad is not None], self._grad_owner
 
-    def grad_norms(self) -> torch.Tensor:
-        """Per-layer L2 norm of the gradients; NaN for a layer with none (frozen, or unused)."""
-        grads, owner = self.grads()
-        norms = self.norms(grads, owner)
-        return norms if self._all_grads else self.mask_missing(norms)
-
     def mask_missing(self, values: torch.Tensor) -> torch.Tensor:
         """NaN where a layer had no gradient at the last ``grads()`` call."""
         return torch.where(self._has_grad, values, torch.full_like(values, float("nan")))
@@ -89,8 +83,3 @@ class LayerParams:
     def all_grads(self) -> bool:
         """Whether every parameter had a gradient at the last ``grads()`` call."""
         return self._all_grads
-
-    @property
-    def has_grad(self) -> torch.Tensor:
-        """Per-layer: whether the layer had any gradient at the last ``grads()`` call."""
-        return self._has_grad

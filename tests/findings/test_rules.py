@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import diagnose as dg
 from diagnose.findings import RULES, evaluate

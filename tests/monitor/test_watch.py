@@ -278,7 +278,7 @@ def test_update_ratio_weight_norm_and_grad_norm_against_an_oracle(tmp_path):
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
     expected = []
-    with dg.watch(model, opt, tmp_path, every=1) as run:
+    with dg.watch(model, opt, tmp_path, every=1):
         for step in range(3):
             before = {n: torch.cat([p.detach().flatten().clone() for p in m.parameters()]) for n, m in
                       (("fc1", model.fc1), ("out", model.out))}
@@ -343,7 +343,7 @@ def test_first_nonfinite_output_step_and_module(tmp_path):
         model[0].weight.copy_(torch.eye(2))
         model[0].bias.fill_(-0.5)
     opt = torch.optim.SGD(model[4].parameters(), lr=0.0)
-    with dg.watch(model, opt, tmp_path, every=4) as run:
+    with dg.watch(model, opt, tmp_path, every=4):
         for step in range(6):
             x = torch.full((4, 2), 2.0)
             if step == 3:
@@ -358,7 +358,7 @@ def test_first_nonfinite_output_step_and_module(tmp_path):
 def test_first_nonfinite_in_the_input(tmp_path):
     model = dg.mlp(3, [4], 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    with dg.watch(model, opt, tmp_path) as run:
+    with dg.watch(model, opt, tmp_path):
         for step in range(4):
             x = torch.ones(2, 3)
             if step == 2:

@@ -1,7 +1,6 @@
 """compare_optimizers: same model, data and seed under each optimizer."""
 
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 import diagnose as dg

@@ -1,7 +1,6 @@
 """dg.tune and dg.tune_trainer: strategies on a known function, the grid, errors, pruning,
 cross-validation, shared storage across processes, and the course's end project."""
 
-import os
 import subprocess
 import sys
 import textwrap

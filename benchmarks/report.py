@@ -37,6 +37,7 @@ def synthetic_run(run_dir: Path, steps: int, layers: int, seed: int = 0) -> None
                              "act_zero_frac": 0.5, "dead_frac": 0.05 if j % 2 else float("nan"),
                              "saturated_frac": float("nan"), "nonfinite": 0.0})
         writer.write_layer_stats(rows)
+        writer.flush()  # bounds the queue: the writer thread commits as fast as rows are made
     writer.close()
 
 

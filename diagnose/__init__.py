@@ -11,7 +11,7 @@ from diagnose.explain import list_methods as list_explain_methods
 from diagnose.findings import Finding, findings
 from diagnose.models import cnn, mlp
 from diagnose.report import report
-from diagnose.monitor.store import Run, load_run
+from diagnose.monitor.run import Run, load_run
 from diagnose.monitor.watch import Watch, watch
 from diagnose.trainer.callbacks import Callback
 from diagnose.trainer.compare import Comparison, compare_optimizers

@@ -18,21 +18,26 @@ def _demo(args: argparse.Namespace) -> int:
     import torch
 
     import diagnose as dg
+    from diagnose.monitor.store import store_files, stored_meta
 
     data = dg.datasets.cart_abandonment(n=args.rows, seed=args.seed)
     torch.manual_seed(args.seed)
     model = dg.mlp(data.n_features, hidden=[64, 32], out_features=2, batch_norm=True, dropout=0.2)
     run_dir = Path(args.run_dir)
-    if (run_dir / "run.sqlite").exists():
-        if run_dir.resolve() != DEMO_RUN.resolve() and not args.overwrite:
-            print(f"diagnose: {run_dir} already holds a run; pass --overwrite or another --run-dir",
-                  file=sys.stderr)
+    overwrite = args.overwrite
+    if store_files(run_dir) and not overwrite:
+        # The demo replaces its own previous run in its own folder; any other run needs --overwrite.
+        own = all((stored_meta(p) or {}).get("demo") for p in store_files(run_dir))
+        if not (own and run_dir.resolve() == DEMO_RUN.resolve()):
+            print(f"diagnose: {run_dir} already holds a run{'' if own else ' the demo did not write'}; pass "
+                  "--overwrite or another --run-dir", file=sys.stderr)
             return 2
-        shutil.rmtree(run_dir)  # the demo's own run directory is rewritten on every demo
+        overwrite = True
+    # overwrite deletes only the run's own files, and refuses when the folder holds anything else
     trainer = dg.Trainer(
         model, optimizer="adadelta", loss="cross_entropy",
         early_stopping=dg.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
-        run_dir=str(run_dir), seed=args.seed, progress=not args.quiet, save_model=True, diagnostics_every=5,
+        run_dir=str(run_dir), overwrite=overwrite, run_meta={"demo": True}, seed=args.seed, progress=not args.quiet, save_model=True, diagnostics_every=5,
         feature_names=data.feature_names, class_names=data.class_names)
     start = time.perf_counter()
     history = trainer.fit(data.train, data.val, epochs=args.epochs, batch_size=64)
@@ -81,15 +86,14 @@ def _findings(args: argparse.Namespace) -> int:
     import textwrap
 
     from diagnose.findings import SEVERITY_ORDER, evaluate
-    from diagnose.monitor.store import load_run
+    from diagnose.monitor.run import load_run
 
     run = load_run(args.run_dir)
     outcomes = evaluate(run)
     found = sorted((f for o in outcomes for f in o.findings),
                    key=lambda f: (SEVERITY_ORDER[f.severity], f.steps[0] if f.steps else 0))
     meta = run.meta
-    state = "complete" if meta.get("complete") else "incomplete (killed or still running)"
-    print(f"{args.run_dir}: {meta.get('steps', '?')} steps, {state}")
+    print(f"{args.run_dir}: {meta.get('steps', '?')} steps, {run.state(meta)}")
     if not found:
         print("No training-health problems found.")
     width = shutil.get_terminal_size((100, 20)).columns
@@ -193,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=60, help="maximum epochs (default: %(default)s)")
     demo.add_argument("--rows", type=int, default=4000, help="rows of generated data (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    demo.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace a run already in --run-dir (only the run's own files; a folder holding "
+                           "anything else is refused)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--out", default="reports/demo.html", help="where to write the report (default: %(default)s)")
     demo.set_defaults(func=_demo)

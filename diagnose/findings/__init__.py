@@ -23,28 +23,23 @@ from diagnose.findings import (  # noqa: F401 - importing registers the rules
 from diagnose.findings.base import RULES, SEVERITY_ORDER, Finding, RuleOutcome, RunData, Skip
 
 if TYPE_CHECKING:
-    from diagnose.monitor.store import Run
+    from diagnose.monitor.run import Run
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RULES", "Finding", "RuleOutcome", "evaluate", "findings"]
+__all__ = ["RULES", "Finding", "RuleOutcome", "RunData", "evaluate", "findings"]
 
 
-def _run_data(run: Run | str | Path) -> RunData:
-    from diagnose.monitor.store import Run, load_run
-    if not isinstance(run, Run):
-        run = load_run(run)
-    scalars = run.scalars()
-    loss = None
-    for name in ("loss", "train_loss"):
-        if name in scalars:
-            loss = run.scalar(name)
-            break
-    return RunData(run.layer_stats(), scalars, run.meta, loss)
+def _run_data(run: Run | RunData | str | Path) -> RunData:
+    from diagnose.monitor.run import Run, load_run
+    if isinstance(run, RunData):
+        return run
+    return RunData.from_run(run if isinstance(run, Run) else load_run(run))
 
 
-def evaluate(run: Run | str | Path) -> list[RuleOutcome]:
-    """Run every rule; each outcome holds its findings, or why it was not evaluated."""
+def evaluate(run: Run | RunData | str | Path) -> list[RuleOutcome]:
+    """Run every rule; each outcome holds its findings, or why it was not evaluated (a run, its
+    directory, or a ``RunData`` already read)."""
     data = _run_data(run)
     outcomes = []
     for name, fn in RULES.items():

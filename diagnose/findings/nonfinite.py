@@ -13,8 +13,7 @@ REMEDY = ("Lower the learning rate, clip gradients, and check the inputs and the
 @rule("nonfinite")
 def nonfinite(run: RunData) -> list[Finding]:
     first = run.meta.get("first_nonfinite")
-    counts = run.layer_stats["nonfinite"] if "nonfinite" in run.layer_stats else None
-    bad_rows = run.layer_stats[counts > 0] if counts is not None else run.layer_stats.iloc[:0]
+    bad_rows = run.rows_above("nonfinite", 0.0)
     loss = run.loss
     bad_loss = loss[~np.isfinite(loss.to_numpy())] if len(loss) else loss
     if not first and bad_rows.empty and bad_loss.empty:

@@ -1,4 +1,4 @@
-"""The run store: one SQLite file per run (per rank later), in WAL mode.
+"""The run store: one SQLite file per run (per rank under torch.distributed), written in WAL mode.
 
 Why SQLite: embedded (in the standard library), durable (a committed transaction survives a
 SIGKILL of the writer: WAL keeps the database consistent), readable with one pandas call, and
@@ -7,27 +7,50 @@ thread that owns the connection, so the training thread only enqueues rows.
 
 Tables: ``meta(key, value JSON)``; ``scalars(step, name, value)`` (long: names are the user's);
 ``layer_stats(step, layer, <one column per statistic>)`` (wide: the columns of shared/API.md §2,
-and a new statistic adds a column).
+and a new statistic adds a column). Reading is in ``diagnose.monitor.run``.
+
+What protects the user's data:
+
+- one writer per store file, enforced by a lock held for the writer's life (``lock.py``);
+- ``overwrite`` deletes only the files a run is made of, and refuses when the folder holds
+  anything else;
+- a write that fails (disk full, I/O error, permissions lost) never reaches the training loop:
+  the writer warns once, keeps the rows in memory (up to ``BACKLOG_ROWS``, then drops the oldest
+  and counts them), retries, and records what was lost and why in the run's metadata;
+- a cleanly closed run is switched to a rollback journal, so it is one self-contained file that
+  readers can open on read-only media.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from diagnose.monitor.lock import RunLock, RunLockedError, describe, live_writer
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "run.sqlite"
+# SQLite's companion files of a database (WAL, shared memory, rollback journal).
+DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
+# Rows (a layer row or a scalar each) kept in memory while the store cannot be written: about
+# 100 MB of Python rows; a watch at the default cadence on a 30-layer model fills it in ~160k steps.
+BACKLOG_ROWS = 100_000
+# Why a run reads as incomplete when its writer could not say more (stored at the start, replaced
+# at a clean close).
+UNFINISHED = ("its writer never closed it: the process was killed or crashed, or the disk failed, before the "
+              "end (the run holds what was written up to its last flush)")
+# While the store fails, retry at most this often (a full disk is not freed within milliseconds).
+RETRY_SECONDS = 5.0
 
 
 def db_name(rank: int | None) -> str:
@@ -35,12 +58,16 @@ def db_name(rank: int | None) -> str:
     return DB_NAME if rank is None else f"run.rank{rank}.sqlite"
 
 
-def _store_files(run_dir: Path) -> list[Path]:
-    return sorted(p for p in run_dir.glob("run*.sqlite") if p.name == DB_NAME or p.name.startswith("run.rank"))
+def store_files(run_dir: Path) -> list[Path]:
+    """The store files in a run directory (one per rank), sorted."""
+    return sorted(p for p in run_dir.glob("run*.sqlite") if p.name == DB_NAME or
+                  (p.name.startswith("run.rank") and p.name[len("run.rank"):-len(".sqlite")].isdigit()))
 
 
-def _rank_of(path: Path) -> int:
+def rank_of(path: Path) -> int:
+    """The rank a store file belongs to (0 for a single process)."""
     return int(path.name[len("run.rank"):-len(".sqlite")]) if path.name != DB_NAME else 0
+
 
 # The columns of run.layer_stats() (shared/API.md §2), in order. A statistic not recorded for a
 # layer reads as NaN.
@@ -55,15 +82,20 @@ CREATE TABLE IF NOT EXISTS scalars (step INTEGER NOT NULL, name TEXT NOT NULL, v
                                     PRIMARY KEY (step, name));
 CREATE TABLE IF NOT EXISTS layer_stats (step INTEGER NOT NULL, layer TEXT NOT NULL,
     {", ".join(f'"{c}" REAL' for c in LAYER_STAT_COLUMNS)}, PRIMARY KEY (step, layer));
+CREATE TABLE IF NOT EXISTS layers (name TEXT PRIMARY KEY);
+CREATE INDEX IF NOT EXISTS layer_stats_nonfinite ON layer_stats(step) WHERE "nonfinite" > 0;
 """
+# ``layers``: each layer's name once, in the order first written (the model's order), so readers
+# need not scan the whole table for it. The partial index holds only the rare rows with NaN/Inf
+# counts: finding them costs nothing to write and no scan to read. (Runs written before these
+# existed are read by scanning.)
+NONFINITE_WHERE = '"nonfinite" > 0'
 
 
-def _quote(identifier: str) -> str:
+
+def quote(identifier: str) -> str:
+    """An SQL identifier (a column name), quoted."""
     return '"' + identifier.replace('"', '""') + '"'
-
-
-def _quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _to_sql(value: Any) -> float | None:
@@ -71,15 +103,109 @@ def _to_sql(value: Any) -> float | None:
     return value if not math.isnan(value) else None
 
 
+class RunFileError(ValueError):
+    """A file of a run directory that cannot be read; the message names it and says what is wrong."""
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open a store file for reading only (``mode=ro``): works on another user's folder and on a
+    run being written. A WAL-mode file closed cleanly on read-only media cannot create the
+    ``-shm`` file ``mode=ro`` needs: it is opened ``immutable`` instead (nothing can be writing
+    it). Raises :class:`RunFileError` naming the file when it is not a readable SQLite database."""
+    uri = path.resolve().as_uri()
+    wal = Path(str(path) + "-wal")
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+            if wal.exists() and wal.stat().st_size > 0:
+                raise
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.DatabaseError as err:
+        what = str(err)
+        if "not a database" in what:
+            what = "not an SQLite database (corrupt, or not written by diagnose)"
+        elif wal.exists():
+            what += "; its write-ahead log needs the folder to be writable: copy the run directory somewhere writable"
+        raise RunFileError(f"{path}: cannot be read as a run store ({what})") from None
+
+
+def stored_meta(path: Path) -> dict[str, Any] | None:
+    """The metadata of a store file read read-only, or None if it cannot be read."""
+    try:
+        conn = connect_readonly(path)
+        try:
+            return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError, OSError):  # RunFileError is a ValueError
+        return None
+
+
+def run_files(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """A run directory's entries split into (the run's own files, everything else).
+
+    The run's own files are its store files with SQLite's companions and lock files, and the
+    artifacts (model, sample) that a store's metadata says the run saved: a ``model.pt`` the
+    user put there is not the run's.
+    """
+    from diagnose.monitor import artifacts
+
+    stores = store_files(run_dir)
+    own = {Path(str(s) + suffix) for s in stores for suffix in DB_SUFFIXES}
+    own |= {run_dir / f"{s.stem}.lock" for s in stores}
+    for store in stores:
+        meta = stored_meta(store) or {}
+        own |= {run_dir / name for name in artifacts.recorded_files(meta)}
+    entries = sorted(run_dir.iterdir()) if run_dir.is_dir() else []
+    own_entries = [p for p in entries if p in own or (p.name.startswith("run") and p.suffix == ".lock")]
+    return own_entries, [p for p in entries if p not in own_entries]
+
+
+def _names(paths: Sequence[Path], limit: int = 6) -> str:
+    shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def make_unique_dir(base: Path) -> Path:
+    """Create ``base``, or ``base-1``, ``base-2``, ... if it exists: atomic (``mkdir``), so two
+    processes started in the same second get distinct directories."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(10_000):
+        candidate = base if i == 0 else base.with_name(f"{base.name}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"run_dir: could not create a new directory next to {base}")
+
+
 class RunWriter:
     """Writes a run directory from a background thread.
 
-    ``write_*`` calls only enqueue; ``flush()`` waits until everything enqueued is committed;
-    ``close(complete=True)`` marks the run complete and stops the thread.
+    ``write_*`` calls only enqueue and never raise because of the disk; ``flush()`` waits until
+    everything enqueued was committed (or could not be); ``close(complete=True)`` marks the run
+    complete (unless rows were lost) and stops the thread.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        meta: metadata to store first.
+        resume: append to the run in ``run_dir``, continuing its step count.
+        overwrite: replace the run in ``run_dir``: removes only the run's own files, and refuses
+            when the folder holds anything else.
+        rank: the torch.distributed rank (one store file per rank), or None.
+        backlog_rows: rows kept in memory while the store cannot be written.
     """
 
     def __init__(self, run_dir: str | Path, meta: Mapping[str, Any] | None = None, *,
-                 resume: bool = False, overwrite: bool = False, rank: int | None = None) -> None:
+                 resume: bool = False, overwrite: bool = False, rank: int | None = None,
+                 backlog_rows: int = BACKLOG_ROWS) -> None:
         if resume and overwrite:
             raise ValueError("resume/overwrite: choose one (resume appends, overwrite replaces)")
         self.run_dir = Path(run_dir)
@@ -88,31 +214,80 @@ class RunWriter:
         except OSError as err:
             raise OSError(err.errno, f"run_dir: cannot create {self.run_dir} ({err.strerror or err})") from err
         self.path = self.run_dir / db_name(rank)
-        if self.path.exists() and not resume:
-            if not overwrite:
-                raise FileExistsError(
-                    f"run_dir: {self.run_dir} already holds a run; choose a new directory, or pass "
-                    "resume=True to continue it or overwrite=True to replace it"
-                )
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(self.path) + suffix).unlink(missing_ok=True)
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._error: BaseException | None = None
-        # Create the schema on this thread, so a bad path fails here, not in the writer thread.
         try:
-            conn = self._connect()
-        except sqlite3.Error as err:
-            raise OSError(f"run_dir: cannot write the run store {self.path} ({err})") from err
-        self._layer_columns = {row[1] for row in conn.execute("PRAGMA table_info(layer_stats)")}
-        last = conn.execute("SELECT MAX(s) FROM (SELECT MAX(step) AS s FROM scalars "
-                            "UNION ALL SELECT MAX(step) FROM layer_stats)").fetchone()[0]
-        conn.close()
-        self.start_step = 0 if last is None else int(last) + 1  # where a resumed run continues
+            self._lock = RunLock(self.path).acquire()
+        except RunLockedError as err:
+            raise RunLockedError(f"run_dir: {self.run_dir} is being written by {err}; wait for it to finish, "
+                                 "or choose another run_dir") from None
+        except OSError as err:
+            raise OSError(err.errno, f"run_dir: cannot write in {self.run_dir} ({err.strerror or err})") from err
+        try:
+            if self.path.exists() and not resume:
+                if not overwrite:
+                    raise FileExistsError(
+                        f"run_dir: {self.run_dir} already holds a run; choose a new directory, or pass "
+                        "resume=True to continue it or overwrite=True to replace it")
+                self._remove_previous_run(rank)
+            self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+            # Create the schema on this thread, so a bad path fails here, not in the writer thread.
+            try:
+                conn = self._connect()
+                self._read_schema(conn)
+                last = conn.execute("SELECT MAX(s) FROM (SELECT MAX(step) AS s FROM scalars "
+                                    "UNION ALL SELECT MAX(step) FROM layer_stats)").fetchone()[0]
+                counted = conn.execute("SELECT value FROM meta WHERE key = 'steps'").fetchone()
+                conn.close()
+            except sqlite3.Error as err:
+                raise OSError(f"run_dir: cannot write the run store {self.path} ({err})") from err
+        except BaseException:
+            self._lock.release()
+            raise
+        # Where a resumed run continues: after the last recorded step, and after the steps the
+        # previous writer counted (it records statistics only every N steps).
+        try:
+            counted_steps = int(json.loads(counted[0])) if counted else 0
+        except (TypeError, ValueError):
+            counted_steps = 0
+        self.start_step = max(0 if last is None else int(last) + 1, counted_steps)
+        self.backlog_rows = backlog_rows
+        # failure state, owned by the writer thread; read by status()
+        self._backlog: collections.deque[tuple[str, Any, int]] = collections.deque()
+        self._backlog_size = 0
+        self._pending_meta: dict[str, str] = {}
+        self._failure: str | None = None      # the error of the current failure, as words
+        self._first_error: str | None = None  # the first error of the run, kept after a recovery
+        self._failures = 0
+        self._dropped_rows = 0
+        self._dropped_steps: list[int] = []   # [first, last] of the dropped rows' steps
+        self._last_attempt = 0.0
         self._thread = threading.Thread(target=self._run, name="diagnose-run-writer", daemon=True)
         self._thread.start()
-        self.set_meta(complete=False, **(meta or {}))
+        self.set_meta(complete=False, incomplete_reason=UNFINISHED, **(meta or {}))
         if resume and self.start_step:
             self.set_meta(resumed_at_step=self.start_step)
+
+    def _remove_previous_run(self, rank: int | None) -> None:
+        own, foreign = run_files(self.run_dir)
+        if foreign:
+            raise FileExistsError(
+                f"run_dir: overwrite=True would replace the run in {self.run_dir}, but the folder also holds "
+                f"files this run did not write ({_names(foreign)}); move them, or choose another run_dir")
+        mine = {Path(str(self.path) + s) for s in DB_SUFFIXES}
+        # Under torch.distributed each rank replaces its own file (rank 0 also the artifacts);
+        # a single process replaces the whole run, every rank's file included.
+        others = [s for s in store_files(self.run_dir) if s != self.path]
+        if rank is None:
+            for store in others:
+                holder = live_writer(store)
+                if holder is not None:
+                    raise RunLockedError(f"run_dir: {store} is being written by {describe(holder)}; "
+                                         "wait for it to finish, or choose another run_dir")
+        for path in own:
+            is_store_file = path.name.startswith("run") and (".sqlite" in path.name or path.suffix == ".lock")
+            if path == self._lock.path or (path.suffix == ".lock" and rank is not None):
+                continue
+            if path in mine or rank is None or (rank == 0 and not is_store_file):
+                path.unlink(missing_ok=True)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False)
@@ -123,6 +298,11 @@ class RunWriter:
         conn.executescript(_SCHEMA)
         conn.commit()
         return conn
+
+    def _read_schema(self, conn: sqlite3.Connection) -> None:
+        """What the store holds already: its statistic columns and known layers."""
+        self._layer_columns = {row[1] for row in conn.execute("PRAGMA table_info(layer_stats)")}
+        self._layers = {row[0] for row in conn.execute("SELECT name FROM layers")}
 
     # -- producer side (training thread) ------------------------------------------------------
     def write_scalars(self, rows: Iterable[tuple[int, str, float]]) -> None:
@@ -137,62 +317,163 @@ class RunWriter:
         """Enqueue metadata (JSON-serializable values)."""
         self._put("meta", {k: json.dumps(v, default=str) for k, v in items.items()})
 
-    def flush(self) -> None:
-        """Block until everything written so far is committed."""
+    def flush(self) -> bool:
+        """Block until everything written so far is committed; False if some of it could not be."""
         done = threading.Event()
         self._put("flush", done)
         done.wait()
-        self._raise_if_failed()
+        return self._failure is None
 
     def close(self, complete: bool = True) -> None:
-        """Record ``complete``, commit, and stop the writer thread. Safe to call twice."""
-        if not self._thread.is_alive():
-            return
-        self.set_meta(complete=complete)
-        self._queue.put(("close", None))
-        self._thread.join()
-        self._raise_if_failed()
+        """Record ``complete`` (False if rows were lost), commit, stop the writer thread and release
+        the run. Never raises because of the disk; safe to call twice."""
+        if self._thread.is_alive():
+            self.set_meta(complete=complete)
+            if complete:
+                self._put("meta", {"incomplete_reason": None})  # None (not JSON null): delete the key
+            self._queue.put(("close", None))
+            self._thread.join()
+        self._lock.release()
+
+    def status(self) -> dict[str, Any]:
+        """The store's health: ``ok``, the first ``error``, rows waiting in memory, rows dropped."""
+        return {"ok": self._failure is None and not self._backlog, "error": self._failure or self._first_error,
+                "failed_writes": self._failures, "backlog_rows": self._backlog_size,
+                "dropped_rows": self._dropped_rows,
+                "dropped_steps": list(self._dropped_steps) if self._dropped_steps else None}
 
     def _put(self, kind: str, payload: Any) -> None:
-        self._raise_if_failed()
-        if not self._thread.is_alive() and kind != "close":
+        if not self._thread.is_alive():
             raise RuntimeError(f"the run writer for {self.run_dir} is closed")
         self._queue.put((kind, payload))
 
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"writing the run store {self.path} failed: {self._error}") from self._error
-
     # -- consumer side (writer thread) --------------------------------------------------------
     def _run(self) -> None:
-        conn = self._connect()
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect()
+        except sqlite3.Error as err:
+            self._failed(err)
         try:
             while True:
                 kind, payload = self._queue.get()
-                if kind == "close":
-                    return
                 if kind == "flush":
+                    conn = self._retry(conn, force=True)
                     payload.set()
-                    continue
-                if self._error is not None:
-                    continue  # keep draining so flush() callers are released
-                try:
-                    with conn:  # one transaction per item
-                        self._apply(conn, kind, payload)
-                except sqlite3.Error as err:
-                    log.error("diagnose: run store write failed (%s); later writes are skipped", err)
-                    self._error = err
+                elif kind == "close":
+                    conn = self._finish(conn)
+                    return
+                elif self._failure is None and conn is not None:
+                    try:
+                        with conn:  # one transaction per item
+                            self._apply(conn, kind, payload)
+                    except Exception as err:  # noqa: BLE001 - any failure of the disk or driver: keep the rows
+                        self._keep(kind, payload)
+                        conn = self._failed(err, conn)
+                else:
+                    self._keep(kind, payload)
+                    conn = self._retry(conn)
         finally:
-            conn.close()
-            # Release any flush() still waiting after a close.
-            while not self._queue.empty():
+            if conn is not None:
+                conn.close()
+            while not self._queue.empty():  # release any flush() still waiting after a close
                 kind, payload = self._queue.get_nowait()
                 if kind == "flush":
                     payload.set()
 
+    def _failed(self, err: Exception, conn: sqlite3.Connection | None = None) -> None:
+        """Enter (or stay in) the failed state; the connection is dropped and reopened on retry."""
+        self._failures += 1
+        self._last_attempt = time.monotonic()
+        if self._failure is None:
+            self._failure = f"{type(err).__name__}: {err}"
+            self._first_error = self._first_error or self._failure
+            log.warning("diagnose: writing the run store %s failed (%s); training goes on, the rows are kept "
+                        "in memory (up to %d) and written when the store can be written again",
+                        self.path, err, self.backlog_rows)
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        return None
+
+    def _keep(self, kind: str, payload: Any) -> None:
+        if kind == "meta":  # small: merged, never dropped
+            self._pending_meta.update(payload)
+            return
+        self._backlog.append((kind, payload, len(payload)))
+        self._backlog_size += len(payload)
+        while self._backlog_size > self.backlog_rows and len(self._backlog) > 1:
+            _, old, n = self._backlog.popleft()
+            self._backlog_size -= n
+            self._dropped_rows += n
+            steps = [int(r["step"]) if isinstance(r, Mapping) else int(r[0]) for r in old]
+            lo, hi = min(steps), max(steps)
+            self._dropped_steps = [min(lo, self._dropped_steps[0]), max(hi, self._dropped_steps[1])] \
+                if self._dropped_steps else [lo, hi]
+
+    def _retry(self, conn: sqlite3.Connection | None, force: bool = False) -> sqlite3.Connection | None:
+        """Write what was kept, oldest first, stopping at the first failure."""
+        if self._failure is None and not self._backlog and not self._pending_meta:
+            return conn
+        if not force and time.monotonic() - self._last_attempt < RETRY_SECONDS:
+            return conn
+        self._last_attempt = time.monotonic()
+        try:
+            if conn is None:
+                conn = self._connect()
+                self._read_schema(conn)
+            if self._pending_meta:
+                with conn:
+                    self._apply(conn, "meta", self._pending_meta)
+                self._pending_meta = {}
+            while self._backlog:
+                kind, payload, n = self._backlog[0]
+                with conn:
+                    self._apply(conn, kind, payload)
+                self._backlog.popleft()
+                self._backlog_size -= n
+        except Exception as err:  # noqa: BLE001 - still failing: keep waiting
+            return self._failed(err, conn)
+        if self._failure is not None:
+            log.warning("diagnose: the run store %s can be written again; the rows kept in memory were written"
+                        "%s", self.path, f" ({self._dropped_rows} older rows had to be dropped)"
+                        if self._dropped_rows else "")
+            self._failure = None
+        return conn
+
+    def _finish(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """At close: a last attempt to write what was kept; if rows are lost, the run is marked
+        incomplete with the reason (metadata is small and written first: it often still fits)."""
+        if self._failures:
+            conn = self._retry(conn, force=True)
+            status = self.status()
+            lost = status["dropped_rows"] + status["backlog_rows"]
+            note: dict[str, Any] = {"store": status}
+            if lost:
+                steps = status["dropped_steps"]
+                note.update(complete=False, incomplete_reason=(
+                    f"the run store could not be written ({status['error'] or 'a disk error'}): {lost} rows "
+                    "were lost" + (f", steps {steps[0]}-{steps[1]} among them" if steps else "")))
+            self._pending_meta.update({k: json.dumps(v, default=str) for k, v in note.items()})
+            conn = self._retry(conn, force=True)
+            if lost:
+                log.error("diagnose: %d rows of the run in %s could not be written and are lost (%s)%s; the run "
+                          "keeps what was written and reads as incomplete", lost, self.run_dir, status["error"],
+                          "; its final metadata is lost too" if self._pending_meta else "")
+        if conn is not None and self._failure is None:
+            try:  # one self-contained file, readable on read-only media (no -wal/-shm needed)
+                conn.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:
+                pass  # a reader holds it open: it stays in WAL mode, which is fine
+        return conn
+
     def _apply(self, conn: sqlite3.Connection, kind: str, payload: Any) -> None:
         if kind == "meta":
-            conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", payload.items())
+            conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                             [(k, v) for k, v in payload.items() if v is not None])
+            conn.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k, v in payload.items() if v is None])
         elif kind == "scalars":
             conn.executemany(
                 "INSERT OR REPLACE INTO scalars(step, name, value) VALUES (?, ?, ?)",
@@ -203,152 +484,28 @@ class RunWriter:
 
     def _write_layers(self, conn: sqlite3.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        new_layers = list(dict.fromkeys(str(row["layer"]) for row in rows if str(row["layer"]) not in self._layers))
+        if new_layers:
+            conn.executemany("INSERT OR IGNORE INTO layers(name) VALUES (?)", [(name,) for name in new_layers])
         for row in rows:
             cols = tuple(k for k in row if k not in ("step", "layer"))
             by_columns.setdefault(cols, []).append(
                 (int(row["step"]), str(row["layer"]), *(_to_sql(row[c]) for c in cols)))
+        added: set[str] = set()
         for cols, values in by_columns.items():
             for c in cols:
-                if c not in self._layer_columns:
-                    conn.execute(f"ALTER TABLE layer_stats ADD COLUMN {_quote(c)} REAL")
-                    self._layer_columns.add(c)
-            names = ", ".join(_quote(c) for c in cols)
+                if c not in self._layer_columns and c not in added:
+                    conn.execute(f"ALTER TABLE layer_stats ADD COLUMN {quote(c)} REAL")
+                    added.add(c)
+            names = ", ".join(quote(c) for c in cols)
             marks = ", ".join("?" for _ in cols)
             # Statistics of one (step, layer) may arrive in separate writes: merge, keeping what
             # is already there where the new row has no value.
-            merge = ", ".join(f"{_quote(c)} = COALESCE(excluded.{_quote(c)}, {_quote(c)})" for c in cols)
+            merge = ", ".join(f"{quote(c)} = COALESCE(excluded.{quote(c)}, {quote(c)})" for c in cols)
             sql = (f"INSERT INTO layer_stats(step, layer{', ' if cols else ''}{names}) "
                    f"VALUES (?, ?{', ' if cols else ''}{marks}) ON CONFLICT(step, layer) DO "
                    + (f"UPDATE SET {merge}" if cols else "NOTHING"))
             conn.executemany(sql, values)
-
-
-class Run:
-    """A recorded run, read back from its directory (complete, in progress, or killed mid-way).
-
-    Under torch.distributed each rank writes its own file; the tables then hold every rank's rows
-    with a ``rank`` column (0 for a single process).
-    """
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.paths = _store_files(self.run_dir) if self.run_dir.is_dir() else []
-        if not self.paths:
-            raise FileNotFoundError(f"run_dir: no recorded run in {self.run_dir} (expected {DB_NAME})")
-
-    def _query(self, sql: str) -> pd.DataFrame:
-        frames = []
-        for path in self.paths:
-            # A plain (not read-only) connection: opening a WAL database whose writer was killed
-            # needs to recover its -wal/-shm files, which a read-only connection cannot do.
-            conn = sqlite3.connect(path)
-            try:
-                frame = pd.read_sql_query(sql, conn)
-            finally:
-                conn.close()
-            frame["rank"] = _rank_of(path)
-            frames.append(frame)
-        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """Run metadata: model summary, optimizer and hyperparameters, versions, start/end, complete.
-
-        For several ranks: rank 0's, with ``complete`` true only if every rank completed, and
-        ``ranks`` holding each rank's own metadata.
-        """
-        frame = self._query("SELECT key, value FROM meta")
-        per_rank = {int(r): {k: json.loads(v) for k, v in zip(g["key"], g["value"])}
-                    for r, g in frame.groupby("rank")}
-        first = per_rank[min(per_rank)]
-        if len(per_rank) == 1:
-            return first
-        return {**first, "complete": all(m.get("complete") for m in per_rank.values()), "ranks": per_rank}
-
-    def scalars(self) -> pd.DataFrame:
-        """One row per logged step (per rank): ``step``, one column per logged name, ``rank``."""
-        long = self._query("SELECT step, name, value FROM scalars ORDER BY step, rowid")
-        if long.empty:
-            return pd.DataFrame({"step": pd.Series(dtype="int64"), "rank": pd.Series(dtype="int64")})
-        order = list(dict.fromkeys(long["name"]))
-        # (step, name) is unique within a rank's file, so a plain pivot; NaN values stay NaN
-        wide = long.pivot(index=["rank", "step"], columns="name", values="value").reindex(columns=order)
-        wide.columns.name = None
-        wide = wide.reset_index()[["step", *order, "rank"]]
-        return wide.sort_values(["step", "rank"], kind="stable").reset_index(drop=True)
-
-    def scalar(self, name: str, rank: int = 0) -> pd.Series:
-        """One logged scalar by step, over the steps it was logged at. A NaN it was logged with stays
-        NaN here (``scalars()`` cannot tell it from "not logged at this step")."""
-        frame = self._query(f"SELECT step, value FROM scalars WHERE name = {_quote_literal(name)} ORDER BY step")
-        frame = frame[frame["rank"] == rank]
-        return pd.Series(frame["value"].to_numpy(dtype=float), index=frame["step"].to_numpy(), name=name)
-
-    def layer_stats(self) -> pd.DataFrame:
-        """One row per (step, layer[, rank]); the columns of shared/API.md §2 (NaN where not recorded)."""
-        frame = self._query("SELECT * FROM layer_stats ORDER BY step, rowid")
-        for c in LAYER_STAT_COLUMNS:
-            if c not in frame:
-                frame[c] = np.nan
-            frame[c] = frame[c].astype("float64")
-        rest = [c for c in frame.columns if c not in ("step", "layer", "rank", *LAYER_STAT_COLUMNS)]
-        frame = frame[["step", "layer", *LAYER_STAT_COLUMNS, *rest, "rank"]]
-        return frame.sort_values(["step", "rank"], kind="stable").reset_index(drop=True)
-
-    def findings(self) -> list:
-        """Training-health diagnoses of this run (``dg.findings``), most severe first."""
-        from diagnose.findings import findings
-        return findings(self)
-
-    def export(self, directory: str | Path, format: str = "parquet") -> list[Path]:
-        """Write ``layer_stats``, ``scalars`` (Parquet or CSV) and ``meta.json`` into ``directory``."""
-        if format not in ("parquet", "csv"):
-            raise ValueError(f"format: expected 'parquet' or 'csv', got {format!r}")
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for name, frame in (("layer_stats", self.layer_stats()), ("scalars", self.scalars())):
-            path = out / f"{name}.{format}"
-            if format == "csv":
-                frame.to_csv(path, index=False)
-            else:
-                try:
-                    frame.to_parquet(path, index=False)
-                except ImportError as err:
-                    raise ImportError("format='parquet' needs pyarrow (pip install pyarrow); "
-                                      "or use format='csv'") from err
-            paths.append(path)
-        meta_path = out / "meta.json"
-        meta_path.write_text(json.dumps(self.meta, indent=2, default=str))
-        return [*paths, meta_path]
-
-    def to_tensorboard(self, logdir: str | Path) -> Path:
-        """Write the scalars and per-layer statistics as TensorBoard events (needs ``tensorboard``)."""
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise ImportError("to_tensorboard needs the tensorboard package (pip install tensorboard)") from err
-        logdir = Path(logdir)
-        writer = SummaryWriter(log_dir=str(logdir))
-        try:
-            scalars = self.scalars()
-            for name in scalars.columns.drop(["step", "rank"]):
-                for step, value, rank in scalars[["step", name, "rank"]].dropna().itertuples(index=False):
-                    writer.add_scalar(name if rank == 0 else f"rank{rank}/{name}", value, int(step))
-            stats = self.layer_stats()
-            for column in [c for c in stats.columns if c not in ("step", "layer", "rank")]:
-                for (layer, rank), group in stats[["step", "layer", "rank", column]].dropna().groupby(["layer", "rank"]):
-                    tag = f"{column}/{layer}" if rank == 0 else f"rank{rank}/{column}/{layer}"
-                    for step, value in zip(group["step"], group[column]):
-                        writer.add_scalar(tag, value, int(step))
-        finally:
-            writer.close()
-        return logdir
-
-    def __repr__(self) -> str:
-        return f"Run({str(self.run_dir)!r})"
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Open a recorded run directory for reading."""
-    return Run(run_dir)
+        # Only now that they exist for sure (after a failed transaction, _read_schema re-reads them).
+        self._layer_columns |= added
+        self._layers.update(new_layers)

@@ -38,7 +38,7 @@ from diagnose.monitor.statistics import (
     default_output_statistics,
     default_parameter_statistics,
 )
-from diagnose.monitor.store import RunWriter
+from diagnose.monitor.store import RunWriter, make_unique_dir
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,16 @@ class Watch:
         model: the ``nn.Module`` being trained.
         optimizer: its optimizer; steps are counted from ``optimizer.step()``. Without one, call
             ``run.step()`` at the end of each step.
-        run_dir: where to write the run (default ``runs/run-<time>``).
+        run_dir: where to write the run (default: a new ``runs/run-<time>``). One process writes a
+            run at a time: a second writer gets an error naming the live one.
         every: cadence of the statistics (gradient and weight norms, update ratios, activations,
             dead units, saturation, effective learning rates); only the NaN/Inf origin check runs
             every step.
         flush_every / flush_seconds: copy to the host and write at least this often; a killed
             process loses at most that much.
         resume: append to the run already in ``run_dir``, continuing its step count.
-        overwrite: replace the run already in ``run_dir``.
+        overwrite: replace the run already in ``run_dir``: deletes only the files the run is made
+            of, and refuses (naming them) when the folder holds anything else.
         output_statistics / parameter_statistics: replace the built-in statistics.
         track_nonfinite: find the first step and module where a NaN/Inf appeared.
         meta: extra metadata to store with the run.
@@ -153,7 +155,12 @@ class Watch:
         self.nonfinite = NonFiniteTracker() if track_nonfinite else None
 
         rank, world = _distributed_rank()
-        run_dir = Path(run_dir) if run_dir is not None else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+        if run_dir is None:
+            default = Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+            # A fresh directory per watch (run-<time>-1, -2, ... when two start in the same second);
+            # under torch.distributed every rank must find the same one, so the name is the time.
+            run_dir = make_unique_dir(default) if rank is None else default
+        run_dir = Path(run_dir)
         self.run_dir = run_dir
         self.writer = RunWriter(run_dir, {
             "source": "watch", "start_time": now(), "model": model_summary(model),
@@ -530,11 +537,17 @@ class Watch:
         """Optimizer steps recorded so far in this session."""
         return self._step - self.start_step
 
-    def close(self, complete: bool = True) -> None:
-        """Flush, remove every hook and close the store. Safe to call twice."""
+    def close(self, complete: bool = True, reason: str | None = None) -> None:
+        """Flush, remove every hook and close the store. Safe to call twice.
+
+        ``complete=False`` marks the run incomplete, with ``reason`` (what stopped it) when given.
+        """
         if self._closed:
             return
         self._closed = True
+        if not complete:
+            self.writer.set_meta(incomplete_reason=reason or "the training stopped before the end (the run was "
+                                                             "closed with complete=False)")
         try:
             self._detach()
             if self.nonfinite is not None:  # a forward pass after the last step
@@ -549,19 +562,34 @@ class Watch:
             self.writer.close(complete=complete)
 
     def _save_artifacts(self) -> None:
-        if self.save_model:
-            artifacts.save_model(self.run_dir, self.model)
-        if self.sample is not None:
-            X, y = self.sample if isinstance(self.sample, (tuple, list)) else (self.sample, None)
-            artifacts.save_sample(self.run_dir, X, y, self.feature_names, self.class_names)
+        """Save the model and sample; a disk that fails here costs those files, never the training."""
+        files: list[str] = []
+        for what, save in (("model", self._save_model if self.save_model else None),
+                           ("sample", self._save_sample if self.sample is not None else None)):
+            if save is None:
+                continue
+            try:
+                files += save()
+            except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+                self._errors[f"save_{what}"] = f"{type(err).__name__}: {err}".splitlines()[0]
+                log.warning("diagnose.watch: could not save the %s with the run in %s (%s)", what, self.run_dir, err)
         if self.save_model or self.sample is not None:
-            self.writer.set_meta(saved_model=self.save_model, saved_sample=self.sample is not None)
+            self.writer.set_meta(saved_model=artifacts.MODEL_WEIGHTS in files,
+                                 saved_sample=artifacts.SAMPLE_DATA in files, files=files, errors=self._errors)
+
+    def _save_model(self) -> list[str]:
+        return artifacts.save_model(self.run_dir, self.model)
+
+    def _save_sample(self) -> list[str]:
+        X, y = self.sample if isinstance(self.sample, (tuple, list)) else (self.sample, None)
+        return artifacts.save_sample(self.run_dir, X, y, self.feature_names, self.class_names)
 
     def __enter__(self) -> Watch:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close(complete=exc_type is None)
+        self.close(complete=exc_type is None,
+                   reason=f"the training raised {exc_type.__name__}: {exc}".splitlines()[0] if exc_type else None)
 
     def __repr__(self) -> str:
         return f"Watch(run_dir={str(self.run_dir)!r}, step={self._step}, every={self.every})"

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from diagnose.findings import RunData
 from diagnose.monitor import artifacts
-from diagnose.monitor.store import Run, load_run
+from diagnose.monitor.run import Run, load_run
 from diagnose.report import build
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,16 @@ def _inputs(run: Run, model: nn.Module | None, data: Any, labels: Any, feature_n
             class_names: Any) -> tuple[nn.Module | None, Any, Any, Any, Any, list[str]]:
     """Model and data for the explanations: given, or saved with the run; and what is missing."""
     missing = []
-    sample = artifacts.load_sample(run.run_dir)
+    try:
+        sample = artifacts.load_sample(run.run_dir)
+    except ValueError as err:  # a damaged sample costs the explanations, not the report
+        sample = None
+        missing.append(f"The data sample saved with the run cannot be used: {err}")
     if model is None and artifacts.has_model(run.run_dir):
         try:
             model = artifacts.load_model(run.run_dir)
         except ValueError as err:
-            missing.append(str(err))
+            missing.append(f"The model saved with the run cannot be rebuilt: {err}")
     if data is None and sample is not None:
         data, labels = sample["X"], sample["y"] if labels is None else labels
     if sample is not None:
@@ -68,11 +73,12 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
     out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}.html"
     model, data, labels, feature_names, class_names, missing = _inputs(run, model, data, labels, feature_names,
                                                                        class_names)
-    summary = build.summary(run)
-    training = build.training(run)
+    recorded = RunData.from_run(run)  # read once: findings, summary and curves share it
+    summary = build.summary(run, recorded)
+    training = build.training(run, recorded)
     if not summary["meta"]["complete"]:
-        missing.insert(0, "The run did not complete (killed, crashed or still running): the report shows what was "
-                          "recorded up to its last flush.")
+        missing.insert(0, f"The run is {summary['meta']['state']}: the report shows what was recorded up to "
+                          "its last flush.")
     explanations = None
     if model is not None:
         with torch.random.fork_rng():

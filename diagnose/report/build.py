@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from diagnose.findings import SEVERITY_ORDER, evaluate
-from diagnose.monitor.store import LAYER_STAT_COLUMNS, Run
+from diagnose.findings import SEVERITY_ORDER, RunData, evaluate
+from diagnose.monitor.run import Run
+from diagnose.monitor.store import LAYER_STAT_COLUMNS
 from diagnose.report import plots
 
 HEATMAPS = [  # column, title, log colour scale
@@ -48,14 +49,14 @@ def _duration(meta: dict[str, Any]) -> str:
     return f"{(end - start).total_seconds():.0f} s"
 
 
-def summary(run: Run) -> dict[str, Any]:
+def summary(run: Run, data: RunData) -> dict[str, Any]:
     """Verdict, findings, final metrics and run metadata."""
-    meta = run.meta
-    outcomes = evaluate(run)
+    meta = data.meta
+    outcomes = evaluate(data)
     found = sorted((f for o in outcomes for f in o.findings), key=lambda f: SEVERITY_ORDER[f.severity])
     severities = {f.severity for f in found}
     verdict = "failing" if "critical" in severities else "needs attention" if "warning" in severities else "healthy"
-    scalars = run.scalars()
+    scalars = data.scalars
     epoch_cols = [c for c in scalars.columns if c not in ("step", "rank", "loss")]
     final = {}
     for column in epoch_cols:
@@ -73,7 +74,8 @@ def summary(run: Run) -> dict[str, Any]:
         "final": final,
         "early_stopping": {"best_epoch": meta.get("best_epoch"), "stopped_epoch": meta.get("stopped_epoch")},
         "meta": {
-            "complete": bool(meta.get("complete")), "steps": meta.get("steps"), "source": meta.get("source"),
+            "complete": bool(meta.get("complete")), "state": run.state(meta), "steps": meta.get("steps"),
+            "source": meta.get("source"),
             "start": meta.get("start_time"), "end": meta.get("end_time", "-"), "duration": _duration(meta),
             "every": meta.get("every"), "world_size": meta.get("world_size", 1),
             "optimizer": optimizer.get("name") or optimizer.get("class"),
@@ -87,14 +89,17 @@ def summary(run: Run) -> dict[str, Any]:
     }
 
 
-def training(run: Run) -> dict[str, Any]:
-    """Curves, heatmaps and the per-layer table."""
-    scalars = run.scalars()
-    scalars = scalars[scalars["rank"] == 0] if "rank" in scalars else scalars
+SPARK_POINTS = 60  # points of a per-layer trend line
+
+
+def training(run: Run, data: RunData) -> dict[str, Any]:
+    """Curves, heatmaps and the per-layer table. Reads only what it draws: the heatmaps' step bins
+    are averaged inside the store, the table reads each layer's last values."""
+    scalars = data.scalars
     out: dict[str, Any] = {"missing": [], "curves": None, "lr": None, "recorded_steps": 0, "downsampled": False,
                            "heatmaps": [], "layers": [], "columns": []}
     epochs = scalars.dropna(subset=["epoch"]) if "epoch" in scalars else pd.DataFrame()
-    steps = run.scalar("loss") if "loss" in scalars else None
+    steps = data.loss if "loss" in scalars else None
     if len(epochs) or (steps is not None and len(steps)):
         out["curves"] = plots.data_uri(plots.curves(epochs, steps))
     else:
@@ -103,27 +108,25 @@ def training(run: Run) -> dict[str, Any]:
         out["missing"].append("No validation loss was logged: overfitting cannot be judged.")
     if "lr" in scalars and scalars["lr"].notna().any():
         out["lr"] = _fmt(float(scalars["lr"].dropna().iloc[-1]))
-    stats = run.layer_stats()
-    stats = stats[stats["rank"] == 0] if "rank" in stats else stats
-    if stats.empty:
+    order = data.layer_order
+    if not order:
         out["missing"].append("No per-layer statistics were recorded.")
         return out
-    order = list(dict.fromkeys(stats["layer"]))
-    n_steps = stats["step"].nunique()
-    out["recorded_steps"] = int(n_steps)
-    out["downsampled"] = n_steps > plots.MAX_POINTS
+    tables, width = run.binned_layer_stats([c for c, _, _ in HEATMAPS], plots.MAX_POINTS, order=order)
+    out["recorded_steps"] = data.recorded_steps
+    out["downsampled"] = width > 1
     for column, title, log in HEATMAPS:
-        table = stats.pivot_table(index="step", columns="layer", values=column, aggfunc="last")
-        table = table[[layer for layer in order if layer in table.columns]].dropna(axis=1, how="all")
-        if table.empty or not np.isfinite(table.to_numpy(dtype=float)).any():
+        table = tables.get(column)
+        if table is None or not np.isfinite(table.to_numpy(dtype=float)).any():
             out["heatmaps"].append({"title": title, "uri": None, "note": f"{title}: not recorded for any layer"})
             continue
-        out["heatmaps"].append({"title": title, "uri": plots.data_uri(plots.heatmap(table, title, log)), "note": None})
-    last = stats.groupby("layer").last()
+        out["heatmaps"].append({"title": title, "uri": plots.data_uri(plots.heatmap(table, title, log, width)),
+                                "note": None})
+    last = run.last_layer_values(LAYER_STAT_COLUMNS)
     for layer in order:
-        rows = stats[stats["layer"] == layer]
-        spark_column = "grad_norm" if rows["grad_norm"].notna().any() else "act_std"
-        series = plots.downsample(rows.set_index("step")[[spark_column]], 60)[0][spark_column].tolist()
+        spark_column = "grad_norm" if layer in tables.get("grad_norm", ()) else "act_std"
+        series = tables[spark_column][layer].dropna() if layer in tables.get(spark_column, ()) else pd.Series(dtype=float)
+        series = plots.downsample(series.to_frame(spark_column), SPARK_POINTS)[0][spark_column].tolist()
         out["layers"].append({
             "name": layer, "values": {c: _fmt(float(last.loc[layer, c])) for c in LAYER_STAT_COLUMNS if c in last},
             "spark": plots.sparkline(series), "spark_of": spark_column})

@@ -74,9 +74,11 @@ def curves(epochs: pd.DataFrame, steps: pd.Series | None) -> Figure:
     return fig
 
 
-def heatmap(table: pd.DataFrame, title: str, log: bool) -> Figure:
-    """A layer x step heatmap of one statistic (log colour scale for norms and ratios)."""
+def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1) -> Figure:
+    """A layer x step heatmap of one statistic (log colour scale for norms and ratios);
+    ``binned_by``: recorded steps per column when the table was binned already (by the store)."""
     binned, width = downsample(table)
+    width = max(width, binned_by)
     values = binned.T.to_numpy(dtype=float)
     fig = Figure(figsize=(8.5, 0.35 * len(binned.columns) + 1.3), layout="constrained")
     ax = fig.subplots()

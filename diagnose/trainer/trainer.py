@@ -87,6 +87,9 @@ class Trainer:
         callbacks: ``dg.Callback`` objects.
         run_dir: where the diagnostics are recorded with ``dg.watch`` (``dg.load_run(run_dir)``);
             None records nothing.
+        overwrite: replace a run already in ``run_dir`` (only the run's own files are deleted;
+            a folder holding anything else is refused).
+        run_meta: extra metadata stored with the run (JSON-serializable values).
         diagnostics_every: the watch's cadence for its costlier statistics (``every``).
         save_model: save the trained model and a sample of the validation (else training) data
             with the run, so ``diagnose report``/``explain`` work from ``run_dir`` alone.
@@ -113,6 +116,8 @@ class Trainer:
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         callbacks: Sequence[Callback] = (),
         run_dir: str | None = None,
+        overwrite: bool = False,
+        run_meta: Mapping[str, Any] | None = None,
         diagnostics_every: int = DEFAULT_EVERY,
         save_model: bool = False,
         feature_names: Sequence[str] | None = None,
@@ -151,6 +156,8 @@ class Trainer:
         self.scheduler_interval = scheduler_interval
         self.callbacks = list(callbacks)
         self.run_dir = run_dir
+        self.overwrite = overwrite
+        self.run_meta = dict(run_meta or {})
         self.diagnostics_every = diagnostics_every
         self.save_model = save_model
         self.feature_names, self.class_names = feature_names, class_names
@@ -304,11 +311,12 @@ class Trainer:
                 source = val_data if val_data is not None else train_data
                 sample = source if isinstance(source, (tuple, list)) else None
             run = watch(self.model, self.optimizer, self.run_dir, every=self.diagnostics_every,
-                        meta=self._run_meta(epochs, bs, n_train), save_model=self.save_model,
+                        meta={**self._run_meta(epochs, bs, n_train), **self.run_meta},
+                        overwrite=self.overwrite, save_model=self.save_model,
                         sample=sample, feature_names=self.feature_names, class_names=self.class_names)
         rows: list[dict[str, float]] = []
         self.stopped_epoch = None
-        completed = False
+        completed, failure = False, None
         try:
             for cb in self.callbacks:
                 cb.on_fit_start(self)
@@ -337,13 +345,16 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_fit_end(self)
             completed = True
+        except BaseException as err:
+            failure = f"the training raised {type(err).__name__}: {err}".splitlines()[0]
+            raise
         finally:
             if run is not None:
                 try:
                     run.set_meta(epochs_run=len(rows), stopped_epoch=self.stopped_epoch,
                                  best_epoch=self.early_stopping.best_epoch if self.early_stopping else None)
                 finally:
-                    run.close(complete=completed)
+                    run.close(complete=completed, reason=None if completed else failure)
         self.history = pd.DataFrame(rows)
         return self.history
 

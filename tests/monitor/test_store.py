@@ -91,6 +91,7 @@ def test_a_failed_fit_marks_the_run_incomplete(tmp_path):
         dg.Trainer(dg.mlp(5, [4], 3), "adam", callbacks=[Boom()], run_dir=str(tmp_path), progress=False).fit((X, y))
     run = dg.load_run(tmp_path)
     assert run.meta["complete"] is False and len(run.scalars()) > 0
+    assert run.state() == "incomplete: the training raised RuntimeError: boom"
 
 
 CHILD = textwrap.dedent("""
@@ -120,6 +121,6 @@ def test_a_killed_run_keeps_what_was_committed(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     run = dg.load_run(run_dir)
-    assert run.meta["complete"] is False
+    assert run.meta["complete"] is False and run.state().startswith("incomplete: its writer never closed it")
     assert run.scalars()["epoch"].notna().sum() >= seen
     assert len(run.layer_stats()) > 0

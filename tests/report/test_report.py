@@ -1,5 +1,6 @@
 """The HTML report and the report/explain commands."""
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -83,8 +84,10 @@ def test_a_killed_run_is_reported_as_incomplete(tmp_path):
     run.flush()
     run.writer.flush()
     html = dg.report(tmp_path / "run", out=tmp_path / "r.html").read_text()
-    assert "did not complete" in html and "incomplete" in html
-    run.close()
+    assert "incomplete" in html and f"still being written by process {os.getpid()}" in html
+    run.close(complete=False)  # closed without completing, and no live writer any more
+    html = dg.report(tmp_path / "run", out=tmp_path / "r.html").read_text()
+    assert "incomplete: the training stopped before the end" in html
 
 
 class Named(nn.Module):

@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
           f"peak RSS per process (import diagnose alone: {imports:.0f} MB)")
     for what in ("findings", "report"):
         base_s, base_mb = med[(f"full_read_{what}", "long")]
-        print(f"  {what}: the first release's way (whole table into pandas){'' if what == 'findings' else ', reads only'}:"
-              f" {base_s:.2f} s, {base_mb:.0f} MB")
+        reads = "" if what == "findings" else ", reads only"
+        print(f"  {what}: the first release's way (whole table into pandas){reads}: {base_s:.2f} s, {base_mb:.0f} MB")
         for store, label in (("long", "this release"), ("legacy", "a store the first release wrote")):
             seconds, mb = med[(what, store)]
             print(f"    {label:34s} {seconds:6.2f} s  {mb:6.0f} MB   {base_s / seconds:4.1f}x faster "

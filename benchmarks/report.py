@@ -33,7 +33,8 @@ def synthetic_run(run_dir: Path, steps: int, layers: int, seed: int = 0) -> None
             scale = 10.0 ** (-j / 10)
             for s, d in zip(step, decay):
                 rows.append({"step": int(s), "layer": name, "grad_norm": scale * d * (1 + 0.1 * rng.random()),
-                             "weight_norm": 5.0 + j, "update_ratio": 1e-3 * d, "act_mean": 0.1, "act_std": 1.0 + 0.1 * d,
+                             "weight_norm": 5.0 + j, "update_ratio": 1e-3 * d, "act_mean": 0.1,
+                             "act_std": 1.0 + 0.1 * d,
                              "act_zero_frac": 0.5, "dead_frac": 0.05 if j % 2 else float("nan"),
                              "saturated_frac": float("nan"), "nonfinite": 0.0})
         writer.write_layer_stats(rows)

@@ -8,8 +8,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 DEMO_RUN = Path("runs/demo")
 
@@ -37,7 +38,8 @@ def _demo(args: argparse.Namespace) -> int:
     trainer = dg.Trainer(
         model, optimizer="adadelta", loss="cross_entropy",
         early_stopping=dg.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
-        run_dir=str(run_dir), overwrite=overwrite, run_meta={"demo": True}, seed=args.seed, progress=not args.quiet, save_model=True, diagnostics_every=5,
+        run_dir=str(run_dir), overwrite=overwrite, run_meta={"demo": True}, seed=args.seed,
+        progress=not args.quiet, save_model=True, diagnostics_every=5,
         feature_names=data.feature_names, class_names=data.class_names)
     start = time.perf_counter()
     history = trainer.fit(data.train, data.val, epochs=args.epochs, batch_size=64)
@@ -49,7 +51,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  model      {sum(p.numel() for p in model.parameters()):,} parameters: "
           "MLP 10-64-32-2 with batch norm and dropout 0.2")
     print("  optimizer  adadelta (rho=0.9, eps=1e-6, lr=1.0); early stopping on val_loss, patience 5")
-    stop = (f"stopped at epoch {trainer.stopped_epoch}, best epoch {trainer.early_stopping.best_epoch} restored"
+    best = trainer.early_stopping.best_epoch if trainer.early_stopping is not None else None
+    stop = (f"stopped at epoch {trainer.stopped_epoch}, best epoch {best} restored"
             if trainer.stopped_epoch is not None else f"ran all {len(history)} epochs")
     print(f"  training   {len(history)} epochs, {trainer.step} steps in {seconds:.1f}s; {stop}")
     print(f"  validation loss {final['loss']:.4f}, accuracy {final['accuracy']:.3f}")
@@ -85,13 +88,12 @@ def _explain(args: argparse.Namespace) -> int:
 def _findings(args: argparse.Namespace) -> int:
     import textwrap
 
-    from diagnose.findings import SEVERITY_ORDER, evaluate
+    from diagnose.findings import evaluate
     from diagnose.monitor.run import load_run
 
     run = load_run(args.run_dir)
-    outcomes = evaluate(run)
-    found = sorted((f for o in outcomes for f in o.findings),
-                   key=lambda f: (SEVERITY_ORDER[f.severity], f.steps[0] if f.steps else 0))
+    evaluation = evaluate(run)
+    found = evaluation.findings
     meta = run.meta
     print(f"{args.run_dir}: {meta.get('steps', '?')} steps, {run.state(meta)}")
     if not found:
@@ -103,11 +105,10 @@ def _findings(args: argparse.Namespace) -> int:
         print(f"\n{i}. [{f.severity.upper()}] {f.kind}{where}{steps}")
         print(textwrap.fill(f.message, width, initial_indent="   ", subsequent_indent="   "))
         print(textwrap.fill("Remedy: " + f.remedy, width, initial_indent="   ", subsequent_indent="   "))
-    skipped = [o for o in outcomes if o.skipped]
-    if skipped:
+    if evaluation.skipped:
         print("\nNot evaluated:")
-        for o in skipped:
-            print(f"   {o.name}: {o.skipped}")
+        for rule, why in evaluation.skipped:
+            print(f"   {rule}: {why}")
     return 0
 
 
@@ -127,9 +128,9 @@ seed: 0
 """
 
 
-def _space_from_config(raw: dict) -> dict:
+def _space_from_config(raw: dict) -> dict[str, Any]:
     import diagnose as dg
-    space = {}
+    space: dict[str, Any] = {}
     for name, spec in raw.items():
         if isinstance(spec, dict) and set(spec) == {"log_uniform"}:
             space[name] = dg.log_uniform(*spec["log_uniform"])
@@ -154,7 +155,7 @@ def _tune(args: argparse.Namespace) -> int:
         raise ValueError(f"config: {args.config} is not valid YAML ({err})") from err
     if not isinstance(config, dict) or "space" not in config:
         raise ValueError(f"config: {args.config} needs a 'space' mapping; for example:\n{TUNE_EXAMPLE}")
-    loaders = {"digits": dg.datasets.digits, "breast_cancer": dg.datasets.breast_cancer,
+    loaders: dict[str, Callable[[], Any]] = {"digits": dg.datasets.digits, "breast_cancer": dg.datasets.breast_cancer,
                "cart_abandonment": dg.datasets.cart_abandonment}
     name = config.get("dataset", "digits")
     if name not in loaders:

@@ -14,6 +14,8 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from diagnose import validate
+
 
 @dataclass
 class DataSplit:
@@ -51,10 +53,8 @@ class DataSplit:
 
 
 def _check_split_args(val_size: float, seed: int) -> None:
-    if not 0.0 < val_size < 1.0:
-        raise ValueError(f"val_size: expected a fraction in (0, 1), got {val_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int, got {seed!r}")
+    validate.fraction("val_size", val_size)
+    validate.integer("seed", seed)
 
 
 def _split(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str], class_names: list[str],
@@ -108,8 +108,7 @@ CART_NOISE: tuple[str, ...] = ("session_length_min", "num_items", "hour_of_day",
 
 def cart_abandonment_frame(n: int = 4000, seed: int = 0) -> pd.DataFrame:
     """The raw generated table: 10 named features and the label ``abandoned`` (1 = abandoned)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 10:
-        raise ValueError(f"n: expected an int >= 10, got {n!r}")
+    validate.integer("n", n, minimum=10)
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({
         "session_length_min": rng.lognormal(np.log(8.0), 0.6, n).round(1),

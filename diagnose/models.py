@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from diagnose import validate
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -37,16 +39,10 @@ def _activation(activation: str | type[nn.Module] | Callable[[], nn.Module]) -> 
     raise TypeError(f"activation: expected a name or an nn.Module class, got {activation!r}")
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
-def _check_dropout(dropout: float) -> float:
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
-    return dropout
+def _remember(model: nn.Module, spec: dict | None) -> None:
+    """Keep how to rebuild ``model`` on it (a plain attribute: nn.Module types its attributes as
+    tensors or modules, so it is set through ``__dict__``)."""
+    model.__dict__["diagnose_spec"] = spec
 
 
 def mlp(
@@ -61,11 +57,11 @@ def mlp(
 
     The output layer has no activation: it returns logits (or regression outputs).
     """
-    _check_positive_int("in_features", in_features)
-    _check_positive_int("out_features", out_features)
+    validate.positive_int("in_features", in_features)
+    validate.positive_int("out_features", out_features)
     for i, h in enumerate(hidden):
-        _check_positive_int(f"hidden[{i}]", h)
-    _check_dropout(dropout)
+        validate.positive_int(f"hidden[{i}]", h)
+    validate.fraction("dropout", dropout, closed=True)
     act = _activation(activation)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     width = in_features
@@ -80,10 +76,11 @@ def mlp(
     layers["out"] = nn.Linear(width, out_features)
     model = nn.Sequential(layers)
     # how to rebuild this architecture from a run directory (JSON, never a pickle)
-    model.diagnose_spec = {"name": "mlp", "kwargs": {
+    spec = {"name": "mlp", "kwargs": {
         "in_features": in_features, "hidden": list(hidden), "out_features": out_features,
         "activation": activation if isinstance(activation, str) else None, "batch_norm": batch_norm,
         "dropout": dropout}} if isinstance(activation, str) else None
+    _remember(model, spec)
     return model
 
 
@@ -102,10 +99,10 @@ def cnn(
     -> (Dropout) -> Linear``. Each pooling halves the size, so ``image_size`` must be divisible
     by ``2 ** len(channels)``.
     """
-    _check_positive_int("in_channels", in_channels)
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("hidden", hidden)
-    _check_dropout(dropout)
+    validate.positive_int("in_channels", in_channels)
+    validate.positive_int("num_classes", num_classes)
+    validate.positive_int("hidden", hidden)
+    validate.fraction("dropout", dropout, closed=True)
     if not channels:
         raise ValueError("channels: expected at least one convolution width")
     if image_size % (2 ** len(channels)) != 0:
@@ -115,7 +112,7 @@ def cnn(
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     width, size = in_channels, image_size
     for i, c in enumerate(channels, start=1):
-        _check_positive_int(f"channels[{i - 1}]", c)
+        validate.positive_int(f"channels[{i - 1}]", c)
         layers[f"conv{i}"] = nn.Conv2d(width, c, kernel_size=3, padding=1)
         if batch_norm:
             layers[f"bn{i}"] = nn.BatchNorm2d(c)
@@ -129,8 +126,9 @@ def cnn(
         layers["drop"] = nn.Dropout(dropout)
     layers["out"] = nn.Linear(hidden, num_classes)
     model = nn.Sequential(layers)
-    model.diagnose_spec = {"name": "cnn", "kwargs": {
+    spec = {"name": "cnn", "kwargs": {
         "in_channels": in_channels, "image_size": image_size, "num_classes": num_classes, "channels": list(channels),
         "hidden": hidden, "activation": activation, "batch_norm": batch_norm,
         "dropout": dropout}} if isinstance(activation, str) else None
+    _remember(model, spec)
     return model

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import kendalltau, spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
+from diagnose import validate
 from diagnose.explain import quality as q
 from diagnose.explain.context import (
     ExplainContext,
@@ -36,7 +36,7 @@ DEFAULT_BACKGROUND_ROWS, DEFAULT_SAMPLER_BACKGROUND_ROWS = 100, 20
 class _CallableModel(nn.Module):
     """A plain callable (e.g. a NumPy or scikit-learn predict function) as a module."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
+    def __init__(self, fn: Callable[[np.ndarray], Any]) -> None:
         super().__init__()
         self.fn = fn
 
@@ -140,12 +140,9 @@ def explain(
             (occlusion), ``layer`` (grad_cam), ``abs`` (saliency), ``pair_batch`` (deeplift, shap_deep).
     """
     spec = resolve_method(method)
-    if output not in ("logit", "probability"):
-        raise ValueError(f"output: expected 'logit' or 'probability', got {output!r}")
-    if checks not in ("fast", "all", "none"):
-        raise ValueError(f"checks: expected 'fast', 'all' or 'none', got {checks!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    validate.one_of("output", output, ("logit", "probability"))
+    validate.one_of("checks", checks, ("fast", "all", "none"))
+    validate.positive_int("batch_size", batch_size)
     if not isinstance(model, nn.Module):
         if not callable(model):
             raise TypeError(f"model: expected an nn.Module or a callable, got {type(model).__name__}")
@@ -160,6 +157,12 @@ def explain(
     if spec.images_only and x.ndim != 4:
         raise ValueError(f"method: {method} needs image inputs (N, C, H, W), got shape {tuple(x.shape)}; "
                          "use integrated_gradients or shap_deep")
+    refused = spec.refuses(model)
+    if refused:
+        raise ValueError(
+            f"method: {method}'s rules cover elementwise activations and linear layers only; this model also has "
+            f"{', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''}. Use integrated_gradients, gradient_shap "
+            "or shap_kernel, which make no assumption about the layers")
     n_features = int(np.prod(x.shape[1:]))
     names = check_feature_names(feature_names, n_features)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), ModelGuard(model):
@@ -183,7 +186,8 @@ def explain(
         outputs=explained.detach().cpu().double().numpy(), targets=targets.cpu().numpy(),
         data=x.detach().cpu().numpy(), feature_names=names, method=method,
         params={"output": output, "batch_size": batch_size, "seed": seed, **params,
-                "baseline": "given" if baseline is not None and not isinstance(baseline, str) else (baseline or "zeros"),
+                "baseline": ("given" if baseline is not None and not isinstance(baseline, str)
+                             else (baseline or "zeros")),
                 "background_rows": len(refs.background)},
         output_kind=output, predictions=predictions.cpu().numpy(),
         probabilities=None if probabilities is None else probabilities.cpu().numpy(), quality=quality,
@@ -194,7 +198,9 @@ def _run(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: torch.
          batch_size: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     size = len(x) if not spec.chunked else batch_size
     starts = range(0, len(x), size)
-    values, bases, extras = [], [], {}
+    values: list[torch.Tensor] = []
+    bases: list[torch.Tensor] = []
+    extras: dict[str, list[Any]] = {}
     for start in tqdm(starts, desc=spec.name, unit="batch", disable=not progress or len(starts) < 2, leave=False):
         rows = x[start:start + size]
         if spec.gradients:  # our own copy: Captum would otherwise flip requires_grad (and warn)
@@ -208,18 +214,19 @@ def _run(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: torch.
 
 
 def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, values: torch.Tensor,
-             base: torch.Tensor, explained: torch.Tensor, extras: dict, refs: References, checks: str) -> dict[str, Any]:
+             base: torch.Tensor, explained: torch.Tensor, extras: dict, refs: References,
+             checks: str) -> dict[str, Any]:
     key = "additivity" if spec.library == "shap" else "completeness"
     v, o, b = values.detach().cpu().double().numpy(), explained.cpu().double().numpy(), base.cpu().double().numpy()
     quality: dict[str, Any] = {key: q.completeness(v, o, b) if spec.additive else q.not_additive(spec.name)}
     if "convergence_delta" in extras:
         delta = torch.cat([d.reshape(-1) for d in extras["convergence_delta"]]).abs()
         quality[key]["convergence_delta_max"] = float(delta.max())
-    if spec.additive and spec.name in ("deeplift", "shap_deep") and not quality[key]["passed"]:
+    if spec.refuses_incomplete and not quality[key]["passed"]:
         raise ValueError(
             f"{spec.name}: the attributions miss up to {100 * quality[key]['max_relative_gap']:.1f}% of the output "
-            "they explain, so the model has operations the DeepLIFT rules do not see (functional activations such "
-            "as F.relu inside forward, or other nonlinear operations); use integrated_gradients or shap_kernel")
+            f"they explain, so the model has operations the {spec.name} rules do not see (functional activations "
+            "such as F.relu inside forward, or other nonlinear operations); use integrated_gradients or shap_kernel")
     if checks == "none":
         return quality
     quality["infidelity"] = q.infidelity_check(ctx.outputs, x, values.to(x.dtype), targets, ctx.seed)
@@ -246,7 +253,9 @@ def explain_prediction(model: nn.Module | Callable, x: Any, method: str = "integ
                        **kwargs: Any) -> LocalExplanation:
     """Explain one input (a row of features, or one image (C, H, W)): prediction, probabilities,
     contributions sorted by magnitude, base value, and the attribution map."""
-    tensor = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x))
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x))
+    tensor = x
     if tensor.ndim in (1, 3):
         tensor = tensor.unsqueeze(0)
     if len(tensor) != 1:
@@ -264,9 +273,11 @@ class MethodComparison:
     agreement: pd.DataFrame
 
 
-def compare_methods(model: nn.Module, X: Any, methods: Sequence[str] = ("integrated_gradients", "shap_deep",
-                                                                        "gradient_shap"), **kwargs: Any) -> MethodComparison:
+def compare_methods(model: nn.Module, X: Any,
+                    methods: Sequence[str] = ("integrated_gradients", "shap_deep", "gradient_shap"),
+                    **kwargs: Any) -> MethodComparison:
     """Run several methods on ``X`` and compare their global feature rankings."""
+    from scipy.stats import kendalltau, spearmanr  # here: import diagnose does not load scipy
     if len(methods) < 2:
         raise ValueError("methods: expected at least two methods to compare")
     for m in methods:

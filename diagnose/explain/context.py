@@ -8,7 +8,7 @@ model's train/eval mode and ``requires_grad`` flags are restored on exit, also a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,7 +67,7 @@ class ExplainContext:
         with torch.no_grad():
             return torch.cat([self.outputs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
-    def numpy_function(self):  # noqa: ANN201 - a callable for SHAP's model-agnostic explainers
+    def numpy_function(self) -> Callable[[np.ndarray], np.ndarray]:
         """``f(X: ndarray (m, n_features_flat)) -> ndarray (m, n_outputs)``, batched, without gradients."""
         def f(array: np.ndarray) -> np.ndarray:
             x = torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)

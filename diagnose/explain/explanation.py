@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import shap
 
 
 @dataclass
@@ -108,7 +111,7 @@ class Explanation:
         """Attributions as a DataFrame: one row per input, one column per feature."""
         return pd.DataFrame(self.flat_values, columns=self.feature_names)
 
-    def to_shap(self):  # noqa: ANN201 - shap.Explanation
+    def to_shap(self) -> shap.Explanation:
         """A ``shap.Explanation`` (values, base values, data, feature names), so every shap plot works."""
         import shap
         return shap.Explanation(values=self.flat_values, base_values=self.base_values,

@@ -15,12 +15,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from captum.metrics import infidelity, sensitivity_max
-from scipy.stats import spearmanr
 
 # Relative completeness gap above which an additive method's attributions are refused (DeepLIFT
 # engines) or flagged: the sum misses 1 % of the output difference it claims to explain.
@@ -47,22 +46,25 @@ def not_additive(method: str) -> dict[str, Any]:
                                       "output difference"}
 
 
-def infidelity_check(forward, x: torch.Tensor, attributions: torch.Tensor, targets: torch.Tensor,  # noqa: ANN001
-                     seed: int) -> dict[str, Any]:
+def infidelity_check(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attributions: torch.Tensor,
+                     targets: torch.Tensor, seed: int) -> dict[str, Any]:
     rows = slice(0, INFIDELITY_ROWS)
     x, attributions, targets = x[rows], attributions[rows], targets[rows]
     sigma = 0.1 * float(x.std()) if x.numel() > 1 else 0.1
 
-    def perturb(inputs: torch.Tensor):  # noqa: ANN202 - Captum's (perturbation, perturbed input)
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (perturbation, perturbed input)
         noise = torch.randn_like(inputs) * sigma
         return noise, inputs - noise
+    from captum.metrics import infidelity  # here, not at import: import diagnose stays light
     torch.manual_seed(seed)
     with torch.no_grad():
         score = infidelity(forward, perturb, x, attributions, target=targets, n_perturb_samples=10)
     return {"mean": float(score.mean()), "rows": len(x), "noise_std": sigma}
 
 
-def sensitivity_check(explain_rows, x: torch.Tensor, targets: torch.Tensor, seed: int) -> dict[str, Any]:  # noqa: ANN001
+def sensitivity_check(explain_rows: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor]], x: torch.Tensor,
+                      targets: torch.Tensor, seed: int) -> dict[str, Any]:
+    from captum.metrics import sensitivity_max
     rows = slice(0, SENSITIVITY_ROWS)
     torch.manual_seed(seed)
     score = sensitivity_max(lambda inputs, target: explain_rows(inputs, target), x[rows], target=targets[rows],
@@ -75,12 +77,14 @@ def randomized_copy(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     clone = copy.deepcopy(model)
     torch.manual_seed(seed)
     for module in clone.modules():
-        if hasattr(module, "reset_parameters") and next(iter(module.parameters(recurse=False)), None) is not None:
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset) and next(iter(module.parameters(recurse=False)), None) is not None:
+            reset()
     return clone
 
 
 def randomization_check(original: np.ndarray, randomized: np.ndarray) -> dict[str, Any]:
+    from scipy.stats import spearmanr
     a = np.abs(original.reshape(len(original), -1))
     b = np.abs(randomized.reshape(len(randomized), -1))
     rhos = [spearmanr(x, y).statistic for x, y in zip(a, b) if np.ptp(x) > 0 and np.ptp(y) > 0]

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from diagnose.explain.context import ExplainContext
+from diagnose.registry import Registry
 
 
 @dataclass
@@ -43,28 +45,35 @@ class MethodSpec:
     images_only: bool = False
     chunked: bool = True      # False: the adapter gets every row and bounds its own memory
     costly: bool = False      # model-agnostic sampling: the quality re-runs are skipped by default
+    # The modules of a model the method's rules do not cover (it refuses such a model), or None.
+    unsupported: Callable[[nn.Module], list[str]] | None = None
+    # A result whose completeness check fails is refused instead of returned: the method's rules
+    # met an operation they do not see (e.g. F.relu inside forward for DeepLIFT).
+    refuses_incomplete: bool = False
+
+    def refuses(self, model: nn.Module) -> list[str]:
+        """The parts of ``model`` this method refuses ([] when it handles the whole graph)."""
+        return self.unsupported(model) if self.unsupported is not None else []
 
 
-METHODS: dict[str, MethodSpec] = {}
+# Filled by importing diagnose.explain.methods (one module per method), on first use: listing or
+# resolving a method imports Captum and SHAP, ``import diagnose`` does not.
+METHODS: Registry[MethodSpec] = Registry("method", populate="diagnose.explain.methods")
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
-    """Add an attribution method (tests parametrize over the registry)."""
-    if spec.name in METHODS:
-        raise ValueError(f"method {spec.name!r} is already registered")
-    METHODS[spec.name] = spec
-    return spec
+    """Add an attribution method (tests parametrize over ``METHODS``)."""
+    return METHODS.add(spec.name, spec)
 
 
 def list_methods() -> list[str]:
     """The registered method names."""
-    return list(METHODS)
+    return METHODS.names()
 
 
 def resolve_method(name: str) -> MethodSpec:
-    if name not in METHODS:
-        raise ValueError(f"method: unknown name {name!r}; expected one of {list_methods()}")
-    return METHODS[name]
+    """The spec of a method name (a ValueError lists the valid names)."""
+    return METHODS.get(name)
 
 
 def captum_forward(ctx: ExplainContext) -> Callable[[torch.Tensor], torch.Tensor]:

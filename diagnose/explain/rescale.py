@@ -70,7 +70,7 @@ class _Secant(torch.autograd.Function):
         return out.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor):  # noqa: ANN205 - autograd signature
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
         (multiplier,) = ctx.saved_tensors
         return grad * multiplier, None, None, None, None
 
@@ -86,13 +86,10 @@ class RescaleEngine:
     """Computes DeepLIFT-Rescale attributions of ``forward`` (model outputs -> one scalar per row)
     for rows against a set of references; see the module docstring."""
 
-    def __init__(self, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], pair_batch: int = 65536) -> None:
-        bad = unsupported_modules(model)
-        if bad:
-            raise ValueError(
-                "the DeepLIFT engine handles elementwise activations and linear layers only; this model "
-                f"also has {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. Use integrated_gradients, "
-                "gradient_shap or shap_kernel, which make no assumption about the layers")
+    def __init__(self, model: nn.Module, forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 pair_batch: int = 65536) -> None:
+        # the methods on this engine declare unsupported_modules in their registry entry: the
+        # caller refuses such models before an engine is built
         self.model, self.forward = model, forward
         self.pair_batch = pair_batch
         self.nonlinear = [m for m in model.modules() if isinstance(m, ELEMENTWISE)]
@@ -119,7 +116,8 @@ class RescaleEngine:
         rows_per_pass = max(1, self.pair_batch // n_refs)
         out = []
         for start in range(0, len(x), rows_per_pass):
-            out.append(self._chunk(x[start:start + rows_per_pass], refs, targets[start:start + rows_per_pass], ref_calls))
+            rows = slice(start, start + rows_per_pass)
+            out.append(self._chunk(x[rows], refs, targets[rows], ref_calls))
         return torch.cat(out)
 
     def _chunk(self, x: torch.Tensor, refs: torch.Tensor, targets: torch.Tensor,

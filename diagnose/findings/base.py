@@ -12,6 +12,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from diagnose.registry import Registry
+
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -192,11 +194,15 @@ class RunData:
         return int(self.meta.get("steps") or (last + 1 if last is not None else 0))
 
 
-def persistent(mask: pd.DataFrame | pd.Series) -> pd.Series | bool:
-    """Whether a condition holds on at least PERSISTENCE of the rows (per column for a frame)."""
-    if isinstance(mask, pd.DataFrame):
-        return mask.mean() >= PERSISTENCE if len(mask) else pd.Series(False, index=mask.columns)
+def persistent(mask: pd.Series) -> bool:
+    """Whether a condition holds on at least PERSISTENCE of the rows."""
     return bool(len(mask) and mask.mean() >= PERSISTENCE)
+
+
+def persistent_columns(mask: pd.DataFrame) -> pd.Series:
+    """Per column of a step x layer table: whether the condition holds on at least PERSISTENCE
+    of its rows."""
+    return mask.mean() >= PERSISTENCE if len(mask) else pd.Series(False, index=mask.columns)
 
 
 def smooth(series: pd.Series, window: int | None = None) -> pd.Series:
@@ -224,17 +230,13 @@ def step_range(index: pd.Index | np.ndarray) -> tuple[int, int] | None:
 
 
 Rule = Callable[[RunData], list[Finding]]
-RULES: dict[str, Rule] = {}
+# Filled by importing diagnose.findings (one module per rule).
+RULES: Registry[Rule] = Registry("finding rule")
 
 
 def rule(name: str) -> Callable[[Rule], Rule]:
     """Register a finding rule under ``name`` (tests parametrize over ``RULES``)."""
-    def register(fn: Rule) -> Rule:
-        if name in RULES:
-            raise ValueError(f"finding rule {name!r} is already registered")
-        RULES[name] = fn
-        return fn
-    return register
+    return RULES.register(name)
 
 
 def fraction_findings(run: RunData, column: str, kind: str, warning: float, critical: float, what: str,

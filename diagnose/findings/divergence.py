@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
+import pandas as pd
 
 from diagnose.findings.base import Finding, RunData, Skip, fmt, initial_level, rule, smooth
 
@@ -33,7 +33,7 @@ def divergence(run: RunData) -> list[Finding]:
     after = curve.loc[best_at:]
     if len(after) < 3 or end < RISE_FACTOR * best or end - best < RISE_OF_GAIN * max(start - best, 0.0):
         return []
-    rho = spearmanr(np.arange(len(after)), after.to_numpy()).statistic
+    rho = pd.Series(after.to_numpy()).corr(pd.Series(np.arange(len(after), dtype=float)), method="spearman")
     if not rho >= TREND:
         return []
     critical = end >= CRITICAL_FACTOR * best or end > start

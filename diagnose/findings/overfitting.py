@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from diagnose.findings.base import Finding, RunData, Skip, fmt, rule
 
@@ -50,7 +51,7 @@ def overfitting(run: RunData) -> list[Finding]:
         remedy=REMEDY)]
 
 
-def _train_loss_at(run: RunData, evals):  # noqa: ANN001, ANN202 - internal
+def _train_loss_at(run: RunData, evals: pd.DataFrame) -> pd.Series | None:
     """The training loss at each evaluation: the logged epoch ``train_loss``, or the mean step loss
     since the previous evaluation."""
     if "train_loss" in evals and evals["train_loss"].notna().all():
@@ -63,6 +64,5 @@ def _train_loss_at(run: RunData, evals):  # noqa: ANN001, ANN202 - internal
         window = loss[(loss.index > previous) & (loss.index <= step)]
         means.append(window.mean() if len(window) else np.nan)
         previous = step
-    import pandas as pd
     series = pd.Series(means, index=evals.index)
     return None if series.isna().any() else series

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diagnose.findings.base import Finding, RunData, Skip, fmt, persistent, rule, step_range
+from diagnose.findings.base import Finding, RunData, Skip, fmt, persistent_columns, rule, step_range
 
 # Three orders of magnitude between a layer's gradient and the largest layer's means it learns
 # ~1000x slower at the same learning rate (Glorot & Bengio, 2010, measured one order of magnitude
@@ -23,7 +23,7 @@ def vanishing_gradient(run: RunData) -> list[Finding]:
     if grads.empty or grads.shape[1] < 2:
         raise Skip("needs gradient norms of at least two layers")
     ratio = grads.div(grads.max(axis=1), axis=0)
-    vanishing = persistent(ratio < RATIO_WARNING) | persistent(grads < ABSOLUTE_FLOOR)
+    vanishing = persistent_columns(ratio < RATIO_WARNING) | persistent_columns(grads < ABSOLUTE_FLOOR)
     layers = [layer for layer in grads.columns if vanishing[layer]]
     if not layers:
         return []

@@ -54,7 +54,7 @@ class DiagnoseCallback(pl.Callback):
             return
         metrics = {k: v for k, v in trainer.callback_metrics.items()
                    if isinstance(v, (torch.Tensor, float, int)) and (not isinstance(v, torch.Tensor) or v.numel() == 1)}
-        self.run.log(epoch=trainer.current_epoch, **metrics)
+        self.run.log(None, epoch=trainer.current_epoch, **metrics)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close(complete=True)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 
 from diagnose.monitor.store import RunFileError
+
+log = logging.getLogger(__name__)
 
 MODEL_WEIGHTS, MODEL_SPEC, SAMPLE_DATA, SAMPLE_NAMES = "model.pt", "model.json", "sample.pt", "sample.json"
 ARTIFACTS = (MODEL_WEIGHTS, MODEL_SPEC, SAMPLE_DATA, SAMPLE_NAMES)
@@ -68,6 +71,28 @@ def save_sample(run_dir: str | Path, X: Any, y: Any = None, feature_names: list[
              "class_names": list(map(str, class_names)) if class_names is not None else None}
     _write_atomic(run_dir / SAMPLE_NAMES, lambda p: p.write_text(json.dumps(names, indent=2)))
     return [SAMPLE_DATA, SAMPLE_NAMES]
+
+
+def save_with_run(run_dir: str | Path, model: nn.Module | None, sample: Any, feature_names: Any = None,
+                  class_names: Any = None) -> tuple[list[str], dict[str, str]]:
+    """Save the model (if given) and the sample (inputs, or an ``(X, y)`` pair; if given) into a
+    run directory. Returns the files written and, per artifact that could not be saved (a full
+    disk), the error: saving costs that file, never the training. Logs a warning per failure."""
+    saves: list[tuple[str, Callable[[], list[str]]]] = []
+    if model is not None:
+        saves.append(("model", lambda: save_model(run_dir, model)))
+    if sample is not None:
+        X, y = sample if isinstance(sample, (tuple, list)) else (sample, None)
+        saves.append(("sample", lambda: save_sample(run_dir, X, y, feature_names, class_names)))
+    files: list[str] = []
+    errors: dict[str, str] = {}
+    for what, save in saves:
+        try:
+            files += save()
+        except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+            errors[f"save_{what}"] = f"{type(err).__name__}: {err}".splitlines()[0]
+            log.warning("diagnose: could not save the %s with the run in %s (%s)", what, run_dir, err)
+    return files, errors
 
 
 def recorded_files(meta: Mapping[str, Any]) -> list[str]:
@@ -142,7 +167,8 @@ def load_model(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module
     spec = _load_json(run_dir / MODEL_SPEC, "a model description") if (run_dir / MODEL_SPEC).is_file() else {}
     if not isinstance(spec, dict):
         raise RunFileError(f"{run_dir / MODEL_SPEC}: expected a JSON object, got {type(spec).__name__}")
-    target = model if model is not None else _builder_model(run_dir, spec.get("builder"), spec.get("class", "unknown class"))
+    target = (model if model is not None
+              else _builder_model(run_dir, spec.get("builder"), spec.get("class", "unknown class")))
     state = _load_tensors(run_dir / MODEL_WEIGHTS, "saved weights")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RunFileError(f"{run_dir / MODEL_WEIGHTS}: expected a state_dict (names -> tensors)")
@@ -157,7 +183,8 @@ def load_model(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module
             f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
             f"shapes differ: {', '.join(shapes[:3])}" if shapes else "") if part)
         source = "the model given" if model is not None else MODEL_SPEC
-        raise RunFileError(f"{run_dir / MODEL_WEIGHTS}: the weights do not match the architecture of {source} ({details})")
+        raise RunFileError(f"{run_dir / MODEL_WEIGHTS}: the weights do not match the architecture of {source} "
+                           f"({details})")
     if model is None:
         target = target.to_empty(device="cpu")  # allocated now: exactly the size of the weights read
     target.load_state_dict(state)

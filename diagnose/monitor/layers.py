@@ -37,6 +37,7 @@ class LayerParams:
             owner.extend([len(self.names) - 1] * len(own))
             self.params.extend(own)
         self.device = self.params[0].device if self.params else torch.device("cpu")
+        self.owner_ids: list[int] = owner  # on the host: statistics read it without a device copy
         self.owner = torch.tensor(owner, dtype=torch.long, device=self.device)
         self.numel = torch.zeros(len(self.names), device=self.device).index_add_(
             0, self.owner, torch.tensor([float(p.numel()) for p in self.params], device=self.device))
@@ -71,7 +72,7 @@ class LayerParams:
             self._has_grad = torch.zeros(len(self.names), dtype=torch.bool, device=self.device)
             self._has_grad[self._grad_owner] = True
             self._all_grads = all(present)
-            with_grad = {i for i, has in zip(self.owner.tolist(), present) if has}
+            with_grad = {i for i, has in zip(self.owner_ids, present) if has}
             self.missing = frozenset(range(len(self.names))) - with_grad
         return [p.grad.detach() for p in self.params if p.grad is not None], self._grad_owner
 

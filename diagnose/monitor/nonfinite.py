@@ -15,11 +15,13 @@ only in the tensors that hold a non-finite value.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from diagnose.monitor.layers import LayerParams
 from diagnose.monitor.statistics.base import StepContext
 
 INPUT_NAME = "(input)"
@@ -82,18 +84,43 @@ class NonFiniteTracker:
         if bool(torch.isfinite(flat).all()):  # note: host sync, once per sampled step
             n_layers = len(ctx.layers) if ctx is not None else 0
             return {i: 0.0 for i, _, _ in sampled}, np.zeros(n_layers)
-        outputs = {}
+        # Past here something is non-finite (rare): the host reads below are the price of exact
+        # counts, paid only then.
+        outputs: dict[int, float] = {}
         for index, tensors, total in sampled:
-            bad = not math.isfinite(float(total))
+            bad = not math.isfinite(float(total))  # host sync
             outputs[index] = outputs.get(index, 0.0) + (float(sum(count_nonfinite(t) for t in tensors)) if bad else 0.0)
         per_layer = None
-        if ctx is not None:
-            owner = ctx.grad_owner.tolist()
+        if ctx is not None and grad_norms is not None:
+            owner = ctx.grad_owner.tolist()  # host sync
             per_layer = np.zeros(len(ctx.layers))
-            for g, norm, layer in zip(ctx.grads, grad_norms.tolist(), owner):
+            for g, norm, layer in zip(ctx.grads, grad_norms.tolist(), owner):  # host sync
                 if not math.isfinite(norm):
-                    per_layer[layer] += float(count_nonfinite(g))
+                    per_layer[layer] += float(count_nonfinite(g))  # host sync
         return outputs, per_layer
+
+    def counted(self, ctx: StepContext | None, observed: Sequence[Any],
+                layers: LayerParams) -> list[tuple[str, float]]:
+        """This sampled step's exact NaN/Inf counts as (layer, count): each observed module's
+        outputs, each layer's gradients (layers without a gradient are left out)."""
+        outputs, grads = self.counts(ctx)
+        found = [(obs.name, outputs[obs.index]) for obs in observed if obs.index in outputs]
+        if grads is not None:
+            found += [(name, float(grads[j])) for j, name in enumerate(layers.names) if j not in layers.missing]
+        return found
+
+    def gradient_origin(self, rows: Mapping[tuple[int, str], Mapping[str, float]],
+                        names: Sequence[str]) -> dict[str, Any] | None:
+        """A non-finite gradient norm among ``rows`` whose forward pass was finite came from the
+        backward pass: the layer furthest along the model at the first such step (backward ran
+        from there towards the input). Returns it if it is the first NaN/Inf known."""
+        position = {name: i for i, name in enumerate(names)}
+        bad = [(step, position[layer]) for (step, layer), cols in rows.items()
+               if layer in position and "grad_norm" in cols and not math.isfinite(cols["grad_norm"])]
+        if not bad:
+            return None
+        step = min(s for s, _ in bad)
+        return self.offer(step, names[max(i for s, i in bad if s == step)], "gradient")
 
     def resolve_forward(self, step: int, names: tuple[str, ...], sums: np.ndarray) -> dict[str, Any] | None:
         """The first non-finite value of a step's forward pass, in forward order (host side)."""

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diagnose import validate
 from diagnose.monitor.lock import live_writer
 from diagnose.monitor.store import (
     DB_NAME,
@@ -181,7 +182,7 @@ class Run:
         """One logged scalar by step, over the steps it was logged at. A NaN it was logged with stays
         NaN here (``scalars()`` cannot tell it from "not logged at this step")."""
         with self._connect(self._path(rank)) as conn:
-            rows = conn.execute(f"SELECT step, value FROM scalars WHERE name = {_literal(name)} ORDER BY step").fetchall()
+            rows = conn.execute("SELECT step, value FROM scalars WHERE name = ? ORDER BY step", (name,)).fetchall()
         steps = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return pd.Series(np.array([r[1] for r in rows], dtype=float), index=steps, name=name)
 
@@ -256,8 +257,9 @@ class Run:
                                      column: pd.Series(dtype=float)})
             c = quote(column)
             # written as the partial index's own condition, so SQLite reads the index, not the table
+            params: tuple[float, ...] = ()
             if (column, above) == ("nonfinite", 0.0):
-                sql, params = f"SELECT step, layer, {c} FROM layer_stats WHERE {NONFINITE_WHERE}", ()
+                sql = f"SELECT step, layer, {c} FROM layer_stats WHERE {NONFINITE_WHERE}"
             else:
                 sql, params = f"SELECT step, layer, {c} FROM layer_stats WHERE {c} > ?", (float(above),)
             rows = conn.execute(sql + " ORDER BY step, rowid", params).fetchall()
@@ -315,8 +317,7 @@ class Run:
 
     def export(self, directory: str | Path, format: str = "parquet") -> list[Path]:
         """Write ``layer_stats``, ``scalars`` (Parquet or CSV) and ``meta.json`` into ``directory``."""
-        if format not in ("parquet", "csv"):
-            raise ValueError(f"format: expected 'parquet' or 'csv', got {format!r}")
+        validate.one_of("format", format, ("parquet", "csv"))
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -350,7 +351,8 @@ class Run:
                     writer.add_scalar(name if rank == 0 else f"rank{rank}/{name}", value, int(step))
             stats = self.layer_stats()
             for column in [c for c in stats.columns if c not in ("step", "layer", "rank")]:
-                for (layer, rank), group in stats[["step", "layer", "rank", column]].dropna().groupby(["layer", "rank"]):
+                present = stats[["step", "layer", "rank", column]].dropna()
+                for (layer, rank), group in present.groupby(["layer", "rank"]):
                     tag = f"{column}/{layer}" if rank == 0 else f"rank{rank}/{column}/{layer}"
                     for step, value in zip(group["step"], group[column]):
                         writer.add_scalar(tag, value, int(step))

@@ -26,7 +26,7 @@ def sgd_update_norms(optimizer: torch.optim.SGD, layers: LayerParams) -> torch.T
     """Per-layer ||Δθ|| of the SGD step that just ran (zero for a parameter it did not update)."""
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     tensors, owners, rates = [], [], []
-    for p, layer in zip(layers.params, layers.owner.tolist()):
+    for p, layer in zip(layers.params, layers.owner_ids):
         group = group_of.get(id(p))
         if group is None or p.grad is None:
             continue

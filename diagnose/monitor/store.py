@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnose.monitor.lock import RunLock, RunLockedError, describe, live_writer
+from diagnose.monitor.statistics import statistic_columns
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,16 @@ LAYER_STAT_COLUMNS: tuple[str, ...] = (
     "dead_frac", "saturated_frac", "nonfinite",
 )
 
+# The table's columns: the documented ones, then every other registered statistic's (a statistic
+# passed to dg.watch that is not registered adds its columns when first written).
+STORE_COLUMNS = tuple(dict.fromkeys([*LAYER_STAT_COLUMNS, *statistic_columns()]))
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS scalars (step INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
                                     PRIMARY KEY (step, name));
 CREATE TABLE IF NOT EXISTS layer_stats (step INTEGER NOT NULL, layer TEXT NOT NULL,
-    {", ".join(f'"{c}" REAL' for c in LAYER_STAT_COLUMNS)}, PRIMARY KEY (step, layer));
+    {", ".join(f'"{c}" REAL' for c in STORE_COLUMNS)}, PRIMARY KEY (step, layer));
 CREATE TABLE IF NOT EXISTS layers (name TEXT PRIMARY KEY);
 CREATE INDEX IF NOT EXISTS layer_stats_nonfinite ON layer_stats(step) WHERE "nonfinite" > 0;
 """
@@ -184,6 +189,14 @@ def make_unique_dir(base: Path) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"run_dir: could not create a new directory next to {base}")
+
+
+def new_run_dir(rank: int | None) -> Path:
+    """The default run directory, ``runs/run-<time>``: a fresh one per watch (``-1``, ``-2``, ...
+    when two start in the same second); under torch.distributed every rank must find the same one,
+    so there it is the time alone."""
+    default = Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    return make_unique_dir(default) if rank is None else default
 
 
 class RunWriter:
@@ -369,7 +382,8 @@ class RunWriter:
                             self._apply(conn, kind, payload)
                     except Exception as err:  # noqa: BLE001 - any failure of the disk or driver: keep the rows
                         self._keep(kind, payload)
-                        conn = self._failed(err, conn)
+                        self._failed(err, conn)
+                        conn = None
                 else:
                     self._keep(kind, payload)
                     conn = self._retry(conn)
@@ -382,7 +396,8 @@ class RunWriter:
                     payload.set()
 
     def _failed(self, err: Exception, conn: sqlite3.Connection | None = None) -> None:
-        """Enter (or stay in) the failed state; the connection is dropped and reopened on retry."""
+        """Enter (or stay in) the failed state; ``conn`` is closed (the caller drops it, and a retry
+        opens a new one)."""
         self._failures += 1
         self._last_attempt = time.monotonic()
         if self._failure is None:
@@ -396,7 +411,6 @@ class RunWriter:
                 conn.close()
             except sqlite3.Error:
                 pass
-        return None
 
     def _keep(self, kind: str, payload: Any) -> None:
         if kind == "meta":  # small: merged, never dropped
@@ -435,7 +449,8 @@ class RunWriter:
                 self._backlog.popleft()
                 self._backlog_size -= n
         except Exception as err:  # noqa: BLE001 - still failing: keep waiting
-            return self._failed(err, conn)
+            self._failed(err, conn)
+            return None
         if self._failure is not None:
             log.warning("diagnose: the run store %s can be written again; the rows kept in memory were written"
                         "%s", self.path, f" ({self._dropped_rows} older rows had to be dropped)"

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diagnose.explain.api import explain
 from diagnose.findings import RunData
 from diagnose.monitor import artifacts
 from diagnose.monitor.run import Run, load_run
@@ -97,8 +98,6 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
 def prediction_page(run_dir: str | Path, index: int, out: str | Path | None = None, model: nn.Module | None = None,
                     method: str | None = None) -> tuple[Path, Any]:
     """Explain one saved row of a run: write a single-prediction HTML page; returns (path, LocalExplanation)."""
-    import diagnose as dg
-
     run = load_run(run_dir)
     model, data, labels, feature_names, class_names, missing = _inputs(run, model, None, None, None, None)
     if model is None:
@@ -107,16 +106,18 @@ def prediction_page(run_dir: str | Path, index: int, out: str | Path | None = No
     if not 0 <= index < len(x):
         raise ValueError(f"index: expected a row in [0, {len(x) - 1}] of the saved sample, got {index}")
     method = method or build.default_methods(model, x)[0]
-    local = dg.explain(model, x[index:index + 1], method, background=x[:100], feature_names=feature_names,
+    local = explain(model, x[index:index + 1], method, background=x[:100], feature_names=feature_names,
                        class_names=class_names).local(0)
     truth = None if labels is None else int(np.asarray(labels)[index])
-    label = (lambda i: class_names[i] if class_names and 0 <= i < len(class_names) else str(i))
+    def label(i: int) -> str:
+        return class_names[i] if class_names and 0 <= i < len(class_names) else str(i)
     out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}-row{index}.html"
     html = _ENV.get_template("prediction.html.j2").render(
         title=f"prediction {index} of {Path(run_dir).resolve().name}", index=index, method=method,
         prediction=label(int(local.prediction)) if local.probabilities is not None else f"{local.prediction:.4g}",
         truth=label(truth) if truth is not None else "-",
-        probabilities=[(label(k), f"{p:.3f}") for k, p in enumerate(local.probabilities)] if local.probabilities is not None else [],
+        probabilities=([(label(k), f"{p:.3f}") for k, p in enumerate(local.probabilities)]
+                       if local.probabilities is not None else []),
         output=f"{local.output:.4g}", base=f"{local.base_value:.4g}", output_kind=local.output_kind,
         contributions=[{"feature": r.feature, "value": f"{r.value:.4g}", "attribution": f"{r.attribution:+.4g}"}
                        for r in local.contributions.head(20).itertuples()],

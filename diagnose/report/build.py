@@ -12,18 +12,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from diagnose.findings import SEVERITY_ORDER, RunData, evaluate
+from diagnose.explain.api import compare_methods
+from diagnose.explain.registry import METHODS
+from diagnose.findings import RunData, evaluate
 from diagnose.monitor.run import Run
+from diagnose.monitor.statistics import statistic_plots
 from diagnose.monitor.store import LAYER_STAT_COLUMNS
 from diagnose.report import plots
 
-HEATMAPS = [  # column, title, log colour scale
-    ("grad_norm", "gradient norm", True),
-    ("update_ratio", "update / weight ratio (healthy ~1e-3)", True),
-    ("act_std", "activation standard deviation", True),
-    ("dead_frac", "dead-unit fraction", False),
-    ("saturated_frac", "saturated fraction", False),
-]
 EXPLAIN_ROWS = 500      # rows explained for the global view
 LOCAL_CASES = 4         # rows shown one by one
 
@@ -52,10 +48,7 @@ def _duration(meta: dict[str, Any]) -> str:
 def summary(run: Run, data: RunData) -> dict[str, Any]:
     """Verdict, findings, final metrics and run metadata."""
     meta = data.meta
-    outcomes = evaluate(data)
-    found = sorted((f for o in outcomes for f in o.findings), key=lambda f: SEVERITY_ORDER[f.severity])
-    severities = {f.severity for f in found}
-    verdict = "failing" if "critical" in severities else "needs attention" if "warning" in severities else "healthy"
+    evaluation = evaluate(data)
     scalars = data.scalars
     epoch_cols = [c for c in scalars.columns if c not in ("step", "rank", "loss")]
     final = {}
@@ -66,11 +59,12 @@ def summary(run: Run, data: RunData) -> dict[str, Any]:
     optimizer = meta.get("optimizer") or {}
     model = meta.get("model") or {}
     return {
-        "verdict": verdict,
+        "verdict": evaluation.verdict,
         "findings": [{"severity": f.severity, "kind": f.kind, "layer": f.layer,
                       "steps": f"{f.steps[0]}-{f.steps[1]}" if f.steps else "", "message": f.message,
-                      "remedy": f.remedy, "evidence": {k: _fmt(v) for k, v in f.evidence.items()}} for f in found],
-        "not_evaluated": [{"rule": o.name, "why": o.skipped} for o in outcomes if o.skipped],
+                      "remedy": f.remedy, "evidence": {k: _fmt(v) for k, v in f.evidence.items()}}
+                     for f in evaluation.findings],
+        "not_evaluated": [{"rule": rule, "why": why} for rule, why in evaluation.skipped],
         "final": final,
         "early_stopping": {"best_epoch": meta.get("best_epoch"), "stopped_epoch": meta.get("stopped_epoch")},
         "meta": {
@@ -112,10 +106,11 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
     if not order:
         out["missing"].append("No per-layer statistics were recorded.")
         return out
-    tables, width = run.binned_layer_stats([c for c, _, _ in HEATMAPS], plots.MAX_POINTS, order=order)
+    heatmaps = statistic_plots()  # each registered statistic's per-layer plots
+    tables, width = run.binned_layer_stats([c for c, _, _ in heatmaps], plots.MAX_POINTS, order=order)
     out["recorded_steps"] = data.recorded_steps
     out["downsampled"] = width > 1
-    for column, title, log in HEATMAPS:
+    for column, title, log in heatmaps:
         table = tables.get(column)
         if table is None or not np.isfinite(table.to_numpy(dtype=float)).any():
             out["heatmaps"].append({"title": title, "uri": None, "note": f"{title}: not recorded for any layer"})
@@ -125,7 +120,8 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
     last = run.last_layer_values(LAYER_STAT_COLUMNS)
     for layer in order:
         spark_column = "grad_norm" if layer in tables.get("grad_norm", ()) else "act_std"
-        series = tables[spark_column][layer].dropna() if layer in tables.get(spark_column, ()) else pd.Series(dtype=float)
+        recorded = layer in tables.get(spark_column, ())
+        series = tables[spark_column][layer].dropna() if recorded else pd.Series(dtype=float)
         series = plots.downsample(series.to_frame(spark_column), SPARK_POINTS)[0][spark_column].tolist()
         out["layers"].append({
             "name": layer, "values": {c: _fmt(float(last.loc[layer, c])) for c in LAYER_STAT_COLUMNS if c in last},
@@ -161,10 +157,9 @@ def _pick_cases(exp: Any, labels: np.ndarray | None) -> list[tuple[str, int]]:
 
 def default_methods(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Two methods that suit the model: Grad-CAM for CNNs, DeepLIFT-SHAP where its rules apply."""
-    from diagnose.explain.rescale import unsupported_modules
     if x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return ["integrated_gradients", "grad_cam"]
-    if not unsupported_modules(model):
+    if not METHODS.get("shap_deep").refuses(model):
         return ["shap_deep", "integrated_gradients"]
     return ["integrated_gradients", "gradient_shap"]
 
@@ -173,12 +168,10 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
                  class_names: list[str] | None, methods: list[str] | None) -> dict[str, Any]:
     """Global importance from several methods with their agreement, a beeswarm, local cases,
     image maps, and the quality checks."""
-    import diagnose as dg
-
     x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)[:EXPLAIN_ROWS]
     y = None if labels is None else np.asarray(torch.as_tensor(labels)[:EXPLAIN_ROWS])
     methods = methods or default_methods(model, x)
-    cmp = dg.compare_methods(model, x, methods, feature_names=feature_names, class_names=class_names)
+    cmp = compare_methods(model, x, methods, feature_names=feature_names, class_names=class_names)
     first = cmp.explanations[methods[0]]
     image = x.ndim == 4
     importance = cmp.importance.sort_values(methods[0], ascending=False).reset_index(drop=True)
@@ -217,10 +210,11 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
             top = np.argsort(-local.probabilities)[:3]
             probabilities = ", ".join(f"{label(k)}: {local.probabilities[k]:.3f}" for k in top)
         out["cases"].append({
-            "name": name, "index": i, "prediction": label(local.prediction) if first.probabilities is not None
+            "name": name, "index": i, "prediction": label(int(local.prediction)) if first.probabilities is not None
             else _fmt(float(local.prediction)), "truth": label(y[i]) if y is not None else "-",
             "probabilities": probabilities, "output": _fmt(local.output), "base": _fmt(local.base_value),
-            "contributions": [{"feature": r.feature, "value": _fmt(float(r.value)), "attribution": _fmt(float(r.attribution))}
+            "contributions": [{"feature": r.feature, "value": _fmt(float(r.value)),
+                               "attribution": _fmt(float(r.attribution))}
                               for r in local.contributions.head(8).itertuples()],
             "plot": None if image else plots.data_uri(plots.contributions(local.contributions)),
         })

@@ -60,7 +60,8 @@ def curves(epochs: pd.DataFrame, steps: pd.Series | None) -> Figure:
     if steps is not None and len(steps):
         ax = axes[len(panels)]
         values, width = downsample(steps.to_frame("loss"))
-        ax.plot(values.index, values["loss"], color="0.7", linewidth=0.8, label="loss" + (f" (mean of {width})" if width > 1 else ""))
+        label = "loss" + (f" (mean of {width})" if width > 1 else "")
+        ax.plot(values.index, values["loss"], color="0.7", linewidth=0.8, label=label)
         window = max(3, len(values) // 25)
         ax.plot(values.index, values["loss"].rolling(window, min_periods=1, center=True).median(), color="C0",
                 label="smoothed")
@@ -84,6 +85,7 @@ def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1) -> F
     ax = fig.subplots()
     finite = values[np.isfinite(values)]
     positive = finite[finite > 0]
+    norm: Normalize
     if log and len(positive):
         norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-12), vmax=positive.max())
         values = np.where(values > 0, values, np.nan)
@@ -140,7 +142,8 @@ def contributions(frame: pd.DataFrame, top: int = 10) -> Figure:
     fig = Figure(figsize=(6.0, 0.3 * len(head) + 1.0), layout="constrained")
     ax = fig.subplots()
     ax.barh(range(len(head)), head["attribution"], color=["C3" if v > 0 else "C0" for v in head["attribution"]])
-    ax.set_yticks(range(len(head)), labels=[f"{f} = {v:.3g}" for f, v in zip(head["feature"], head["value"])], fontsize=8)
+    labels = [f"{f} = {v:.3g}" for f, v in zip(head["feature"], head["value"])]
+    ax.set_yticks(range(len(head)), labels=labels, fontsize=8)
     ax.axvline(0, color="0.5", linewidth=0.8)
     ax.set_xlabel("contribution")
     return fig

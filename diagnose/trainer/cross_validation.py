@@ -14,6 +14,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
+from diagnose import validate
 from diagnose.trainer.data import check_pair
 from diagnose.trainer.trainer import Trainer
 
@@ -59,8 +60,7 @@ def cross_validate(
         per-fold final metrics (train and held-out loss, accuracy for classification), their
         mean and standard deviation, and the per-epoch histories.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-        raise ValueError(f"k: expected an int >= 2, got {k!r}")
+    validate.integer("k", k, minimum=2)
     if not callable(model_fn):
         raise TypeError(f"model_fn: expected a callable returning a new nn.Module, got {type(model_fn).__name__}")
     X, y = check_pair(data, "data")

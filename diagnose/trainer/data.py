@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sized
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-DataLike = Union[tuple[Any, Any], Dataset, DataLoader]
+DataLike = tuple[Any, Any] | Dataset | DataLoader
 
 
 def as_tensor(value: Any, name: str) -> torch.Tensor:

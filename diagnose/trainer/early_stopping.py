@@ -1,4 +1,6 @@
-"""Early stopping with Keras's semantics (keras.callbacks.EarlyStopping, Keras 3).
+"""Early stopping with Keras's semantics (keras.callbacks.EarlyStopping, Keras 3), as a Callback
+(Lightning's way): at each epoch's end it sets ``trainer.should_stop``; at the end of the fit it
+restores the best weights if asked to.
 
 Epochs are counted from 0, as in Keras. ``update`` is called once per epoch with the epoch's
 logged values and returns True when training should stop.
@@ -8,10 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
+
+from diagnose import validate
+from diagnose.trainer.callbacks import Callback
+
+if TYPE_CHECKING:
+    from diagnose.trainer.trainer import Trainer
 
 Mode = Literal["auto", "min", "max"]
 
@@ -19,7 +27,7 @@ Mode = Literal["auto", "min", "max"]
 _MAX_HINTS = ("acc", "auc", "precision", "recall", "f1", "fmeasure", "r2")
 
 
-class EarlyStopping:
+class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
     Args:
@@ -44,16 +52,10 @@ class EarlyStopping:
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"monitor: expected a logged metric name, got {monitor!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode: expected 'auto', 'min' or 'max', got {mode!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int):
-            raise TypeError(f"patience: expected an int, got {patience!r}")
-        if patience < 0:
-            raise ValueError(f"patience: expected an int >= 0, got {patience}")
-        if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta):
-            raise TypeError(f"min_delta: expected a finite number, got {min_delta!r}")
-        if isinstance(start_from_epoch, bool) or not isinstance(start_from_epoch, int) or start_from_epoch < 0:
-            raise ValueError(f"start_from_epoch: expected an int >= 0, got {start_from_epoch!r}")
+        validate.one_of("mode", mode, ("auto", "min", "max"))
+        validate.integer("patience", patience, minimum=0)
+        validate.number("min_delta", min_delta)
+        validate.integer("start_from_epoch", start_from_epoch, minimum=0)
         self.monitor = monitor
         self.patience = patience
         self.baseline = baseline
@@ -107,6 +109,17 @@ class EarlyStopping:
             self.stopped_epoch = epoch
             return True
         return False
+
+    # -- as a Trainer callback -----------------------------------------------------------------
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.reset()
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Mapping[str, float]) -> None:
+        if self.update(epoch, logs, trainer.model):
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.restore(trainer.model)
 
     def restore(self, model: nn.Module) -> bool:
         """Load the best epoch's weights into ``model`` if asked to; True if it did."""

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import torch
 
+from diagnose import validate
+from diagnose.registry import Registry
+
 BatchMode = Literal["full", "single", "mini"]
 
 
@@ -28,15 +31,12 @@ class OptimizerSpec:
     summary: str = ""
 
 
-_REGISTRY: dict[str, OptimizerSpec] = {}
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
 
 
 def register_optimizer(spec: OptimizerSpec) -> OptimizerSpec:
-    """Add a named optimizer to the registry (tests parametrize over it)."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"optimizer name {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+    """Add a named optimizer (tests parametrize over ``OPTIMIZERS``)."""
+    return OPTIMIZERS.add(spec.name, spec)
 
 
 # Learning-rate defaults: 0.01 for the SGD family (Keras' SGD default), the torch / paper
@@ -73,7 +73,7 @@ register_optimizer(OptimizerSpec(
 
 def list_optimizers() -> list[str]:
     """The registered optimizer names (any torch.optim class name is accepted too)."""
-    return list(_REGISTRY)
+    return OPTIMIZERS.names()
 
 
 def _torch_optimizer_classes() -> dict[str, type[torch.optim.Optimizer]]:
@@ -92,8 +92,8 @@ def resolve_optimizer(name: str) -> OptimizerSpec:
     """
     if not isinstance(name, str):
         raise TypeError(f"optimizer must be a name or a torch.optim.Optimizer, got {type(name).__name__}")
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+    if name in OPTIMIZERS:
+        return OPTIMIZERS.get(name)
     classes = _torch_optimizer_classes()
     if name in classes:
         return OptimizerSpec(name, classes[name], {}, "mini", f"torch.optim.{name}")
@@ -115,7 +115,7 @@ def build_optimizer(
         options["lr"] = lr
     options.update(kwargs)
     if "lr" in options:
-        _check_lr(options["lr"])
+        validate.number("lr", options["lr"], 0)
     accepted = inspect.signature(spec.cls.__init__).parameters
     unknown = [k for k in options if k not in accepted]
     if unknown:
@@ -124,10 +124,3 @@ def build_optimizer(
             f"it takes {[k for k in accepted if k not in ('self', 'params')]}"
         )
     return spec.cls(params, **options)
-
-
-def _check_lr(lr: Any) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise TypeError(f"lr: expected a non-negative number, got {lr!r}")
-    if not lr >= 0.0:  # also catches NaN
-        raise ValueError(f"lr: expected a non-negative learning rate, got {lr}")

@@ -6,10 +6,13 @@ Dropout and batch norm are layers of the model (see ``dg.mlp``); early stopping 
 
 from __future__ import annotations
 
-import math
+import functools
+import operator
 
 import torch
 from torch import nn
+
+from diagnose import validate
 
 
 class Regularizer:
@@ -28,14 +31,6 @@ class Regularizer:
         return f"{type(self).__name__}({args})"
 
 
-def _check_strength(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name}: expected a finite number, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name}: expected a value >= 0, got {value}")
-    return float(value)
-
-
 def _penalized(model: nn.Module, include_bias: bool) -> list[torch.Tensor]:
     # Goodfellow et al., Deep Learning §7.1: the norm penalty usually leaves biases (and the
     # affine parameters of normalization layers, which are 1-d too) unregularized.
@@ -46,7 +41,7 @@ class _NormPenalty(Regularizer):
     """``lam * Σ term(w)`` over the weights (biases too with ``include_bias``)."""
 
     def __init__(self, lam: float, include_bias: bool = False) -> None:
-        self.lam = _check_strength("lam", lam)
+        self.lam = validate.number("lam", lam, 0)
         self.include_bias = include_bias
 
     def term(self, p: torch.Tensor) -> torch.Tensor:
@@ -56,7 +51,7 @@ class _NormPenalty(Regularizer):
         params = _penalized(model, self.include_bias)
         if not params or self.lam == 0:
             return None
-        return self.lam * sum(self.term(p) for p in params)
+        return self.lam * functools.reduce(operator.add, (self.term(p) for p in params))
 
 
 class L1(_NormPenalty):
@@ -80,7 +75,7 @@ class Entropy(Regularizer):
     single logit per row (binary)."""
 
     def __init__(self, beta: float) -> None:
-        self.beta = _check_strength("beta", beta)
+        self.beta = validate.number("beta", beta, 0)
 
     def penalty(self, model: nn.Module, outputs: torch.Tensor) -> torch.Tensor | None:
         if self.beta == 0:
@@ -103,7 +98,7 @@ class GaussianNoise(Regularizer):
     """Noise injection: ``x + std * N(0, 1)`` on training inputs only (Bishop, 1995)."""
 
     def __init__(self, std: float) -> None:
-        self.std = _check_strength("std", std)
+        self.std = validate.number("std", std, 0)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         if self.std == 0 or not torch.is_floating_point(x):

@@ -17,48 +17,32 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from diagnose import validate
 from diagnose.monitor.meta import optimizer_summary
 from diagnose.monitor.watch import DEFAULT_EVERY, Watch, watch
 from diagnose.trainer.callbacks import Callback
 from diagnose.trainer.data import Batch, DataLike, as_tensor, make_batches, num_examples, split_batch
 from diagnose.trainer.early_stopping import EarlyStopping
+from diagnose.trainer.losses import LossFn, resolve_loss
 from diagnose.trainer.optimizers import OptimizerSpec, build_optimizer, resolve_optimizer
 from diagnose.trainer.regularizers import Regularizer
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SchedulerLike = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    """A named loss: its torch module and whether targets are classes (accuracy is then logged)."""
+@dataclass
+class StepResult:
+    """One optimizer step: the objective minimized (data loss + penalties), the data loss summed
+    over the step's examples, correct predictions, examples, and the gradient norm before
+    clipping (when clipping by norm). Tensors stay on the device."""
 
-    factory: Callable[[], nn.Module]
-    classification: bool
-    binary: bool = False
-
-
-LOSSES: dict[str, LossSpec] = {
-    "cross_entropy": LossSpec(nn.CrossEntropyLoss, True),
-    "nll": LossSpec(nn.NLLLoss, True),
-    "bce": LossSpec(nn.BCEWithLogitsLoss, True, binary=True),
-    "mse": LossSpec(nn.MSELoss, False),
-    "l1": LossSpec(nn.L1Loss, False),
-    "huber": LossSpec(nn.HuberLoss, False),
-}
-
-
-def _resolve_loss(loss: str | LossFn) -> tuple[LossFn, LossSpec | None]:
-    if isinstance(loss, str):
-        if loss not in LOSSES:
-            raise ValueError(f"loss: unknown name {loss!r}; expected one of {list(LOSSES)} or a callable")
-        spec = LOSSES[loss]
-        return spec.factory(), spec
-    if callable(loss):
-        return loss, None
-    raise TypeError(f"loss: expected a name or a callable (outputs, targets) -> scalar, got {loss!r}")
+    objective: torch.Tensor
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    count: int = 0
+    grad_norm_before_clip: torch.Tensor | None = None
 
 
 class Trainer:
@@ -131,7 +115,7 @@ class Trainer:
         if device is not None:
             model.to(device)
         self.model = model
-        self.loss_fn, self.loss_spec = _resolve_loss(loss)
+        self.loss_fn, self.loss_spec = resolve_loss(loss)
         self.optimizer, self.optimizer_spec = self._make_optimizer(optimizer, lr, optimizer_kwargs)
         self.regularizers = list(regularizers)
         for i, reg in enumerate(self.regularizers):
@@ -145,13 +129,10 @@ class Trainer:
             raise TypeError(f"early_stopping: expected a dg.EarlyStopping, got {type(early_stopping).__name__}")
         self.early_stopping = early_stopping
         if grad_clip is not None:
-            if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or not grad_clip > 0:
-                raise ValueError(f"grad_clip: expected a positive number, got {grad_clip!r}")
-        if clip_mode not in ("norm", "value"):
-            raise ValueError(f"clip_mode: expected 'norm' or 'value', got {clip_mode!r}")
+            validate.positive_number("grad_clip", grad_clip)
+        validate.one_of("clip_mode", clip_mode, ("norm", "value"))
         self.grad_clip, self.clip_mode = grad_clip, clip_mode
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(f"scheduler_interval: expected 'epoch' or 'step', got {scheduler_interval!r}")
+        validate.one_of("scheduler_interval", scheduler_interval, ("epoch", "step"))
         self.scheduler = self._make_scheduler(scheduler)
         self.scheduler_interval = scheduler_interval
         self.callbacks = list(callbacks)
@@ -164,8 +145,11 @@ class Trainer:
         self.seed = seed
         self.progress = progress
         self.step = 0  # optimizer steps taken so far, over all calls to fit
-        self.history = pd.DataFrame()
+        self.should_stop = False  # a callback sets it to end the fit after the current epoch
+        self.watch: Watch | None = None  # the run being recorded during fit (run_dir given), for callbacks
         self.stopped_epoch: int | None = None
+        self._fit_callbacks: list[Callback] = list(self.callbacks)
+        self.history = pd.DataFrame()
 
     # -- construction helpers -----------------------------------------------------------------
     def _make_optimizer(self, optimizer: Any, lr: float | None,
@@ -251,13 +235,14 @@ class Trainer:
 
     def _batch_sizes(self, train_data: DataLike, batch_size: int | None) -> int:
         mode = self.batch_mode
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+        if batch_size is not None:
+            validate.positive_int("batch_size", batch_size)
         if mode == "single":
             if batch_size not in (None, 1):
                 raise ValueError(f"batch_size: optimizer 'sgd' takes one example per step, got batch_size="
                                  f"{batch_size}; leave it unset or use optimizer='minibatch_sgd'")
-            loader_bs = getattr(train_data, "batch_size", 1) if isinstance(train_data, torch.utils.data.DataLoader) else 1
+            is_loader = isinstance(train_data, torch.utils.data.DataLoader)
+            loader_bs = getattr(train_data, "batch_size", 1) if is_loader else 1
             if loader_bs != 1:
                 raise ValueError("train_data: optimizer 'sgd' takes one example per step, but the DataLoader's "
                                  f"batch_size is {loader_bs}")
@@ -284,8 +269,7 @@ class Trainer:
         ``batch_size`` defaults to 32 for mini-batch optimizers; ``sgd`` always takes one example a
         step and ``gd`` one step per epoch (there ``batch_size`` only bounds each forward pass).
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
+        validate.positive_int("epochs", epochs)
         bs = self._batch_sizes(train_data, batch_size)
         generator = None
         if self.seed is not None:
@@ -296,15 +280,16 @@ class Trainer:
         val_batches = (make_batches(val_data, "val_data", max(bs, 256), False)
                        if val_data is not None else None)
         names = self.metric_names(val_batches is not None)
-        if self.early_stopping is not None:
-            if self.early_stopping.monitor not in names:
-                hint = " (no val_data was given)" if self.early_stopping.monitor.startswith("val_") else ""
-                raise ValueError(f"early_stopping: monitor {self.early_stopping.monitor!r} is never logged"
-                                 f"{hint}; logged names are {names}")
-            self.early_stopping.reset()
+        if self.early_stopping is not None and self.early_stopping.monitor not in names:
+            hint = " (no val_data was given)" if self.early_stopping.monitor.startswith("val_") else ""
+            raise ValueError(f"early_stopping: monitor {self.early_stopping.monitor!r} is never logged"
+                             f"{hint}; logged names are {names}")
+        # Early stopping is a callback like the others, last (Lightning's order): it sees the
+        # epoch after every user callback, and restores the best weights when the fit ends.
+        callbacks = self._fit_callbacks = [*self.callbacks, *([self.early_stopping] if self.early_stopping else [])]
         n_train = num_examples(train_batches)
 
-        run = None
+        run = self.watch = None
         if self.run_dir is not None:
             sample = None
             if self.save_model:
@@ -314,11 +299,13 @@ class Trainer:
                         meta={**self._run_meta(epochs, bs, n_train), **self.run_meta},
                         overwrite=self.overwrite, save_model=self.save_model,
                         sample=sample, feature_names=self.feature_names, class_names=self.class_names)
+            self.watch = run
         rows: list[dict[str, float]] = []
         self.stopped_epoch = None
+        self.should_stop = False
         completed, failure = False, None
         try:
-            for cb in self.callbacks:
+            for cb in callbacks:
                 cb.on_fit_start(self)
             bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not self.progress, leave=False)
             for epoch in bar:
@@ -333,16 +320,14 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith(("loss", "accuracy"))})
                 if self.scheduler is not None and self.scheduler_interval == "epoch":
                     self._step_scheduler(logs)
-                for cb in self.callbacks:
+                for cb in callbacks:
                     cb.on_epoch_end(self, epoch, logs)
-                if self.early_stopping is not None and self.early_stopping.update(epoch, logs, self.model):
+                if self.should_stop:
                     self.stopped_epoch = epoch
-                    log.info("early stopping at epoch %d (best epoch %s)", epoch, self.early_stopping.best_epoch)
+                    log.info("stopping at epoch %d, as a callback asked", epoch)
                     break
             bar.close()
-            if self.early_stopping is not None:
-                self.early_stopping.restore(self.model)
-            for cb in self.callbacks:
+            for cb in callbacks:
                 cb.on_fit_end(self)
             completed = True
         except BaseException as err:
@@ -355,6 +340,7 @@ class Trainer:
                                  best_epoch=self.early_stopping.best_epoch if self.early_stopping else None)
                 finally:
                     run.close(complete=completed, reason=None if completed else failure)
+                    self.watch = None
         self.history = pd.DataFrame(rows)
         return self.history
 
@@ -365,65 +351,22 @@ class Trainer:
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         groups: Iterable[Any] = [batches] if full else ([b] for b in batches)
-        group_size = None
+        weight = None
         if full:  # the mean over the whole set is the sum of chunk means weighted by size / N
-            group_size = num_examples(batches) or sum(len(split_batch(b, "train_data")[0]) for b in batches)
+            weight = num_examples(batches) or sum(len(split_batch(b, "train_data")[0]) for b in batches)
         for group in groups:
-            stats: dict[str, Any] = {}
-
-            def closure() -> torch.Tensor:
-                self.optimizer.zero_grad(set_to_none=True)
-                total = torch.zeros((), device=device)
-                s_loss = torch.zeros((), device=device, dtype=torch.float64)
-                s_correct = torch.zeros((), device=device, dtype=torch.long)
-                count = 0
-                for batch in group:
-                    x, y = self._prepare(*split_batch(batch, "train_data"))
-                    if self.augment is not None:
-                        x = self.augment(x)
-                    for reg in self.regularizers:
-                        x = reg.transform(x)
-                    out = self.model(x)
-                    data_loss = self._loss(out, y)
-                    objective = data_loss
-                    for reg in self.regularizers:
-                        term = reg.penalty(self.model, out)
-                        if term is not None:
-                            objective = objective + term
-                    n = len(x)
-                    weight = n / group_size if full else 1.0  # mean over the whole set for gd
-                    (objective * weight).backward()
-                    total = total + objective.detach() * weight
-                    s_loss = s_loss + data_loss.detach().double() * n
-                    if self.classification:
-                        s_correct = s_correct + self._correct(out.detach(), y)
-                    count += n
-                if self.grad_clip is not None:
-                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                    if self.clip_mode == "norm":
-                        # the total norm before clipping: the watch records the clipped gradients
-                        stats["raw_grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                    else:
-                        torch.nn.utils.clip_grad_value_(params, self.grad_clip)
-                stats.update(loss=s_loss, correct=s_correct, count=count)
-                return total
-
-            if isinstance(self.optimizer, torch.optim.LBFGS):
-                self.optimizer.step(closure)
-            else:
-                closure()
-                self.optimizer.step()
-            if stats["count"] == 0:
+            result = self.train_step(group, weight)
+            if result.count == 0:
                 continue
-            loss_sum += stats["loss"]
-            correct += stats["correct"]
-            seen += stats["count"]
-            step_loss = stats["loss"] / stats["count"]
+            loss_sum += result.loss_sum
+            correct += result.correct
+            seen += result.count
+            step_loss = result.loss_sum / result.count
             if run is not None:
                 run.log(loss=step_loss)
-                if "raw_grad_norm" in stats:
-                    run.log(grad_norm_before_clip=stats["raw_grad_norm"])
-            for cb in self.callbacks:
+                if result.grad_norm_before_clip is not None:
+                    run.log(grad_norm_before_clip=result.grad_norm_before_clip)
+            for cb in self._fit_callbacks:
                 cb.on_step_end(self, self.step, step_loss)
             self.step += 1
             if self.scheduler is not None and self.scheduler_interval == "step":
@@ -435,12 +378,69 @@ class Trainer:
             logs["train_accuracy"] = float(correct) / seen
         return logs
 
+    def train_step(self, batches: Sequence[Any], full_size: int | None = None) -> StepResult:
+        """One optimizer step over ``batches`` (one batch; for full-batch ``gd`` every batch of the
+        epoch, each weighted by its share of ``full_size`` examples so the gradient is the whole
+        set's mean). Optimizers that re-evaluate the loss (L-BFGS) get the forward/backward pass
+        as their closure."""
+        result: StepResult | None = None
+
+        def closure() -> torch.Tensor:
+            nonlocal result
+            result = self._forward_backward(batches, full_size)
+            return result.objective
+
+        if isinstance(self.optimizer, torch.optim.LBFGS):
+            self.optimizer.step(closure)
+        else:
+            closure()
+            self.optimizer.step()
+        assert result is not None  # the closure ran at least once
+        return result
+
+    def _forward_backward(self, batches: Sequence[Any], full_size: int | None) -> StepResult:
+        """Zero the gradients, run forward and backward over ``batches`` (gradients accumulate),
+        then clip."""
+        device = self.device
+        self.optimizer.zero_grad(set_to_none=True)
+        result = StepResult(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.float64),
+                            torch.zeros((), device=device, dtype=torch.long))
+        for batch in batches:
+            x, y = self._prepare(*split_batch(batch, "train_data"))
+            if self.augment is not None:
+                x = self.augment(x)
+            for reg in self.regularizers:
+                x = reg.transform(x)
+            out = self.model(x)
+            data_loss = self._loss(out, y)
+            objective = data_loss
+            for reg in self.regularizers:
+                term = reg.penalty(self.model, out)
+                if term is not None:
+                    objective = objective + term
+            n = len(x)
+            weight = n / full_size if full_size else 1.0  # mean over the whole set for gd
+            (objective * weight).backward()
+            result.objective = result.objective + objective.detach() * weight
+            result.loss_sum = result.loss_sum + data_loss.detach().double() * n
+            if self.classification:
+                result.correct = result.correct + self._correct(out.detach(), y)
+            result.count += n
+        if self.grad_clip is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            if self.clip_mode == "norm":
+                # the total norm before clipping: the watch records the clipped gradients
+                result.grad_norm_before_clip = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_value_(params, self.grad_clip)
+        return result
+
     def _step_scheduler(self, logs: Mapping[str, float]) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             key = (self.early_stopping.monitor if self.early_stopping and self.early_stopping.monitor in logs
                    else "val_loss" if "val_loss" in logs else "train_loss")
             self.scheduler.step(logs[key])
-        else:
+        elif self.scheduler is not None:
             self.scheduler.step()
 
     # -- evaluation ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import optuna
 
+from diagnose.registry import Registry
 from diagnose.tune.space import Dimension
 
 SamplerFactory = Callable[[list[Dimension], int | None], optuna.samplers.BaseSampler]
@@ -44,12 +45,19 @@ def _evolutionary(dims: list[Dimension], seed: int | None) -> optuna.samplers.Ba
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
 
 
-STRATEGIES: dict[str, SamplerFactory] = {
-    "grid": _grid, "random": _random, "bayes": _bayes, "bayes_gp": _gp, "evolutionary": _evolutionary,
-}
+STRATEGIES: Registry[SamplerFactory] = Registry("strategy")
+STRATEGIES.add("grid", _grid)
+STRATEGIES.add("random", _random)
+STRATEGIES.add("bayes", _bayes)
+STRATEGIES.add("bayes_gp", _gp)
+STRATEGIES.add("evolutionary", _evolutionary)
+
+
+def list_strategies() -> list[str]:
+    """The search strategies ``dg.tune`` accepts."""
+    return STRATEGIES.names()
 
 
 def make_sampler(strategy: str, dims: list[Dimension], seed: int | None) -> optuna.samplers.BaseSampler:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: unknown name {strategy!r}; expected one of {list(STRATEGIES)}")
-    return STRATEGIES[strategy](dims, seed)
+    """The Optuna sampler of a strategy name, seeded."""
+    return STRATEGIES.get(strategy)(dims, seed)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import inspect
-import random
-import time
 import logging
 import math
 import numbers
+import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import optuna
 import pandas as pd
 
+from diagnose import validate
 from diagnose.tune.space import Dimension, decode, parse_space
 from diagnose.tune.strategies import make_sampler
 
@@ -80,14 +81,17 @@ def create_study(dims: list[Dimension], strategy: str, direction: str, seed: int
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our result and report say what happened
     return optuna.create_study(storage=_storage(storage), sampler=make_sampler(strategy, dims, seed),
                                pruner=pruner or optuna.pruners.NopPruner(), study_name=study_name,
-                               direction=direction, load_if_exists=storage is not None)
+                               direction=cast(Literal["minimize", "maximize"], direction),
+                               load_if_exists=storage is not None)
 
 
 def result_of(study: optuna.Study, direction: str, histories: dict[int, pd.DataFrame] | None = None) -> TuneResult:
     """Summarize a study (every trial, from every process that worked on it)."""
     rows = []
     for t in study.trials:
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else math.nan
+        duration = math.nan
+        if t.datetime_complete is not None and t.datetime_start is not None:
+            duration = (t.datetime_complete - t.datetime_start).total_seconds()
         rows.append({"number": t.number, **{k: decode(v) for k, v in t.params.items()},
                      "value": t.value if t.value is not None else math.nan, "state": t.state.name,
                      "duration_s": duration, "prune_reason": t.user_attrs.get("prune_reason")})
@@ -134,12 +138,11 @@ def tune(
             all their trials.
     """
     dims = parse_space(space)
-    if direction not in ("minimize", "maximize"):
-        raise ValueError(f"direction: expected 'minimize' or 'maximize', got {direction!r}")
+    validate.one_of("direction", direction, ("minimize", "maximize"))
     if strategy == "grid" and n_trials is None:
         n_trials = int(np.prod([len(d.values) for d in dims])) if all(d.kind == "categorical" for d in dims) else None
-    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
-        raise ValueError(f"n_trials: expected a positive int, got {n_trials!r}")
+    if n_trials is not None:
+        validate.positive_int("n_trials", n_trials)
     if not callable(objective):
         raise TypeError(f"objective: expected a callable params -> float, got {type(objective).__name__}")
     study = create_study(dims, strategy, direction, seed, storage, study_name, pruner)

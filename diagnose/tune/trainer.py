@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import optuna
@@ -136,6 +136,9 @@ def tune_trainer(
         raise ValueError(f"metric: expected a validation metric such as 'val_loss' or 'val_accuracy', got {metric!r}")
     if val is None and folds is None:
         raise ValueError("val: validation data is required (or set folds=k for cross-validation)")
+    if folds is not None and not (isinstance(train, (tuple, list)) and len(train) == 2):
+        raise TypeError(f"train: folds=k cross-validates an (X, y) pair of arrays or tensors, got "
+                        f"{type(train).__name__}; pass the pair, or val= without folds")
     direction = direction or ("maximize" if "accuracy" in metric else "minimize")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1) if prune and folds is None else None
     study = create_study(dims, strategy, direction, seed, storage, study_name, pruner)
@@ -148,7 +151,8 @@ def tune_trainer(
         kwargs, fit_batch = _trainer_kwargs(params, trainer_kwargs, batch_size)
         torch.manual_seed(seed + trial.number)
         if folds is not None:
-            cv = cross_validate(lambda: _call_model_fn(model_fn, params), train, k=folds, epochs=epochs,
+            pair = cast(tuple[Any, Any], train)  # checked above
+            cv = cross_validate(lambda: _call_model_fn(model_fn, params), pair, k=folds, epochs=epochs,
                                 batch_size=fit_batch, seed=seed + trial.number, **kwargs)
             histories[trial.number] = cv.histories[0]
             return float(cv.mean[metric])
@@ -156,7 +160,7 @@ def tune_trainer(
         trainer = Trainer(_call_model_fn(model_fn, params), seed=seed + trial.number,
                           callbacks=[*kwargs.pop("callbacks", ()), guard], **kwargs)
         histories[trial.number] = trainer.fit(train, val, epochs=epochs, batch_size=fit_batch)
-        value = trainer.evaluate(val)[trial_metric]
+        value = trainer.evaluate(cast(DataLike, val))[trial_metric]  # checked above: folds is None here
         if not math.isfinite(value):
             guard._stop("non-finite validation metric after training")
         return float(value)

@@ -66,7 +66,8 @@ def test_vanishing_boundary_and_persistence():
     assert RULES["vanishing_gradient"](data(just_above)) == []
     # below the ratio on 70 % of the judged steps only: not persistent
     flicker = [1e-5] * 14 + [1.0] * 6
-    assert RULES["vanishing_gradient"](data(stats({"fc1": {"grad_norm": flicker}, "out": {"grad_norm": [1.0] * n}}))) == []
+    flickering = stats({"fc1": {"grad_norm": flicker}, "out": {"grad_norm": [1.0] * n}})
+    assert RULES["vanishing_gradient"](data(flickering)) == []
     deep = stats({"fc1": {"grad_norm": [1e-9] * n}, "out": {"grad_norm": [1.0] * n}})
     assert RULES["vanishing_gradient"](data(deep))[0].severity == "critical"
 
@@ -177,7 +178,7 @@ def test_findings_on_a_run_without_validation_say_what_was_not_evaluated(tmp_pat
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with dg.watch(model, opt, tmp_path, every=2) as run:
         steps(model, opt, run, 30)
-    outcomes = {o.name: o for o in evaluate(tmp_path)}
+    outcomes = {o.name: o for o in evaluate(tmp_path).outcomes}
     assert "validation" in outcomes["overfitting"].skipped
     assert outcomes["saturation"].skipped and outcomes["vanishing_gradient"].skipped is None
     assert isinstance(dg.load_run(tmp_path).findings(), list)
@@ -199,11 +200,15 @@ def test_findings_on_a_run_killed_midway(tmp_path, steps):
     run.close()
 
 
-def test_findings_are_sorted_by_severity():
-    from diagnose.findings.base import SEVERITY_ORDER
-    run = data(stats({"act1": {"dead_frac": [0.6] * 10}, "act2": {"dead_frac": [0.95] * 10}}))
-    found = sorted(RULES["dead_units"](run), key=lambda f: SEVERITY_ORDER[f.severity])
-    assert [f.severity for f in found] == ["critical", "warning"]
+def test_findings_are_ordered_by_severity_then_step():
+    # two warnings and a critical, from two rules, that the rules return in another order
+    run = data(stats({"act1": {"dead_frac": [0.6] * 10}, "act2": {"dead_frac": [0.95] * 10},
+                      "act3": {"dead_frac": [float("nan")] * 4 + [0.6] * 6}}), loss=[1.0] * 10 + [float("nan")])
+    evaluation = evaluate(run)
+    assert [(f.kind, f.layer) for f in evaluation.findings] == [
+        ("nonfinite", None), ("dead_units", "act2"), ("dead_units", "act1"), ("dead_units", "act3")]
+    assert [f.severity for f in evaluation.findings] == ["critical", "critical", "warning", "warning"]
+    assert evaluation.verdict == "failing" and dg.findings(run) == evaluation.findings
 
 
 def test_dg_findings_is_the_function():

@@ -7,7 +7,7 @@ from torch import nn
 import diagnose as dg
 
 pl = pytest.importorskip("lightning.pytorch")  # installed with the test extras
-from diagnose.integrations.lightning import DiagnoseCallback  # noqa: E402
+from diagnose.integrations.lightning import DiagnoseCallback  # noqa: E402 - only once lightning is known to import
 
 
 class Module(pl.LightningModule):

@@ -40,14 +40,17 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_a_sigkilled_run_holds_every_step_up_to_its_last_flush(tmp_path):
+def test_a_sigkilled_run_holds_every_step_up_to_its_last_flush(tmp_path, read_line):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(run_dir)], stdout=subprocess.PIPE, text=True)
     try:
         flushed = 0
         deadline = time.monotonic() + 120
-        while flushed < 50 and time.monotonic() < deadline:
-            flushed = int(proc.stdout.readline())
+        while flushed < 50:
+            line = read_line(proc, deadline)
+            if not line:  # deadline passed, or the child ended
+                break
+            flushed = int(line)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -62,9 +65,9 @@ def test_a_sigkilled_run_holds_every_step_up_to_its_last_flush(tmp_path):
     assert set(range(0, flushed, 5)) <= set(stats["step"])
 
 
-def _ddp_worker(rank: int, world: int, run_dir: str, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_worker(rank: int, world: int, run_dir: str, rendezvous: str) -> None:
+    # a file rendezvous: no port to pick, so no clash with another test run on the machine
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
         model = nn.parallel.DistributedDataParallel(dg.mlp(6, [8], 2))
@@ -84,8 +87,8 @@ def _ddp_worker(rank: int, world: int, run_dir: str, port: int) -> None:
 
 @pytest.mark.slow
 def test_ddp_ranks_record_their_own_shard(tmp_path):
-    port = 29500 + os.getpid() % 1000
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path), port), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "run"), str(tmp_path / "rendezvous")), nprocs=2, join=True)
+    tmp_path = tmp_path / "run"
     assert sorted(p.name for p in tmp_path.glob("*.sqlite")) == ["run.rank0.sqlite", "run.rank1.sqlite"]
     run = dg.load_run(tmp_path)
     meta = run.meta

@@ -21,6 +21,7 @@ import torch
 import diagnose as dg
 from diagnose.cli import main
 from diagnose.findings import base as findings_base
+from diagnose.findings import evaluate
 from diagnose.findings.base import RunData
 from diagnose.monitor.store import RunFileError, RunWriter
 
@@ -63,12 +64,15 @@ def _as_other_user(path, out, queue):
                   sorted({f.kind for f in run.findings()}), dg.report(path, out=out).stat().st_size > 0,
                   sorted(p.name for p in Path(path).iterdir()))
         queue.put(("ok", result))
-    except Exception as err:  # noqa: BLE001 - reported to the parent
+    except Exception as err:
         queue.put(("error", f"{type(err).__name__}: {err}"))
 
 
 def read_as_other_user(path):
     """load_run, findings and report on ``path`` in a process that cannot write its folder."""
+    # Once here first: the child may not read this Python's files (under /root) to import what
+    # the report loads lazily; forked, it inherits the modules already imported.
+    dg.report(path, out=Path(tempfile.mkdtemp()) / "warm.html")
     out_dir = Path(tempfile.mkdtemp())
     os.chmod(out_dir, 0o777)
     ctx = multiprocessing.get_context("fork")
@@ -293,8 +297,7 @@ def test_a_long_run_is_judged_on_evenly_spaced_steps_with_the_same_findings(long
     assert len(thinned.pivot("grad_norm")) == 40 and thinned.pivot("grad_norm").index[-1] == 299
 
     def summary(data):
-        return sorted((f.kind, f.layer, f.severity) for o in dg.findings.__globals__["evaluate"](data)
-                      for f in o.findings)
+        return sorted((f.kind, f.layer, f.severity) for f in evaluate(data).findings)
     assert summary(thinned) == summary(full) != []
     # NaN/Inf rows are read at every step, not thinned
     assert thinned.rows_above("nonfinite")["step"].tolist() == [123]

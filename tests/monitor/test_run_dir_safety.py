@@ -104,7 +104,7 @@ HOLDER = textwrap.dedent("""
 
 
 @pytest.fixture
-def live_writer(tmp_path):
+def live_writer(tmp_path, read_line):
     """A process writing tmp_path/run, holding it open until the test ends."""
     procs = []
 
@@ -112,7 +112,8 @@ def live_writer(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run"), mode],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(proc)
-        assert proc.stdout.readline().strip() == "ready"  # blocks until the run is open and written
+        line = read_line(proc, time.monotonic() + 120)  # once the run is open and written
+        assert line is not None and line.strip() == "ready"
         return proc
     yield start
     for proc in procs:

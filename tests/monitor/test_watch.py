@@ -577,7 +577,8 @@ def test_sgd_update_ratio_closed_form_matches_the_measured_update(tmp_path, make
             opt.step()
             for n, m in (("fc1", model.fc1), ("out", model.out)):
                 after = torch.cat([p.detach().flatten() for p in m.parameters()])
-                expected.append((step, n, before[n].norm().item(), ((after - before[n]).norm() / before[n].norm()).item()))
+                ratio = ((after - before[n]).norm() / before[n].norm()).item()
+                expected.append((step, n, before[n].norm().item(), ratio))
     stats = dg.load_run(tmp_path).layer_stats().set_index(["step", "layer"])
     for step, n, w, r in expected:
         assert stats.loc[(step, n), "weight_norm"] == pytest.approx(w, rel=1e-5)

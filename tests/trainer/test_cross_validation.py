@@ -40,7 +40,8 @@ def test_regression_uses_plain_k_fold():
     assert "val_accuracy" not in cv.mean and len(cv.folds) == 4
 
 
-@pytest.mark.parametrize("kwargs, match", [({"k": 1}, "k"), ({"data": (torch.randn(3, 2), torch.zeros(3))}, "k: 5 folds")])
+@pytest.mark.parametrize("kwargs, match", [
+    ({"k": 1}, "k"), ({"data": (torch.randn(3, 2), torch.zeros(3))}, "k: 5 folds")])
 def test_bad_arguments(kwargs, match):
     args = {"data": (torch.randn(20, 2), torch.zeros(20, dtype=torch.long)), **kwargs}
     with pytest.raises(ValueError, match=match):

@@ -160,7 +160,7 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
                for _ in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
-    for w, (out, err) in zip(workers, outputs):
+    for w, (_, err) in zip(workers, outputs):
         assert w.returncode == 0, err[-2000:]
     study = optuna.load_study(study_name="shared", storage=storage)
     assert len(study.trials) == 8

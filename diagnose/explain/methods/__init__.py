@@ -1,6 +1,6 @@
 """One adapter per attribution method; importing this package registers them all."""
 
-from diagnose.explain.methods import (  # noqa: F401
+from diagnose.explain.methods import (  # noqa: F401 - importing a method's module registers it
     deeplift,
     feature_ablation,
     grad_cam,

@@ -3,10 +3,19 @@ to the input's height and width and repeated over its channels: a map shaped lik
 
 from __future__ import annotations
 
+import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+from diagnose.explain.context import ExplainContext
+from diagnose.explain.registry import (
+    AdapterResult,
+    MethodSpec,
+    References,
+    captum_forward,
+    reference_outputs,
+    register_method,
+)
 
 
 def conv_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module:
@@ -26,14 +35,15 @@ def conv_layer(model: nn.Module, layer: str | nn.Module | None) -> nn.Module:
     return convs[-1]
 
 
-def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
     if x.ndim != 4:
         raise ValueError(f"grad_cam needs image inputs (N, C, H, W), got shape {tuple(x.shape)}; "
                          "use integrated_gradients for other inputs")
     layer = conv_layer(ctx.model, ctx.params.get("layer"))
     cam = LayerGradCam(captum_forward(ctx), layer).attribute(x, target=targets, relu_attributions=True)
     cam = LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
-    return AdapterResult(cam.expand(-1, x.shape[1], -1, -1).contiguous(), reference_outputs(ctx, refs.baseline, targets))
+    maps = cam.expand(-1, x.shape[1], -1, -1).contiguous()
+    return AdapterResult(maps, reference_outputs(ctx, refs.baseline, targets))
 
 
 register_method(MethodSpec("grad_cam", attribute, "captum", additive=False, gradients=True, reference="baseline",

@@ -6,10 +6,18 @@ from __future__ import annotations
 import torch
 from captum.attr import GradientShap
 
-from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+from diagnose.explain.context import ExplainContext
+from diagnose.explain.registry import (
+    AdapterResult,
+    MethodSpec,
+    References,
+    captum_forward,
+    reference_outputs,
+    register_method,
+)
 
 
-def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
     p = ctx.params
     torch.manual_seed(ctx.seed)
     values = GradientShap(captum_forward(ctx)).attribute(

@@ -5,10 +5,18 @@ from __future__ import annotations
 import torch
 from captum.attr import InputXGradient
 
-from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+from diagnose.explain.context import ExplainContext
+from diagnose.explain.registry import (
+    AdapterResult,
+    MethodSpec,
+    References,
+    captum_forward,
+    reference_outputs,
+    register_method,
+)
 
 
-def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
     values = InputXGradient(captum_forward(ctx)).attribute(x, target=targets)
     return AdapterResult(values, reference_outputs(ctx, torch.zeros_like(refs.baseline), targets))
 

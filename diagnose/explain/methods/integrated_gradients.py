@@ -3,12 +3,21 @@ from the baseline to the input; complete by construction, up to the integral's n
 
 from __future__ import annotations
 
+import torch
 from captum.attr import IntegratedGradients
 
-from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+from diagnose.explain.context import ExplainContext
+from diagnose.explain.registry import (
+    AdapterResult,
+    MethodSpec,
+    References,
+    captum_forward,
+    reference_outputs,
+    register_method,
+)
 
 
-def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201 - the adapter signature
+def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
     p = ctx.params
     ig = IntegratedGradients(captum_forward(ctx))
     values, delta = ig.attribute(x, baselines=refs.baseline, target=targets, n_steps=p.get("n_steps", 50),

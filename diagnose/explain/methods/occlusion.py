@@ -3,12 +3,21 @@ Tabular inputs: one feature at a time; images: a 2x2 patch per channel stack, st
 
 from __future__ import annotations
 
+import torch
 from captum.attr import Occlusion
 
-from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+from diagnose.explain.context import ExplainContext
+from diagnose.explain.registry import (
+    AdapterResult,
+    MethodSpec,
+    References,
+    captum_forward,
+    reference_outputs,
+    register_method,
+)
 
 
-def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
     shape = tuple(x.shape[1:])
     default_window = (1,) * len(shape) if len(shape) < 3 else (shape[0], 2, 2)
     window = tuple(ctx.params.get("window", default_window))

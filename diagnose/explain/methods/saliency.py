@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import torch
 from captum.attr import Saliency
 
-from diagnose.explain.registry import AdapterResult, MethodSpec, captum_forward, reference_outputs, register_method
+from diagnose.explain.context import ExplainContext
+from diagnose.explain.registry import (
+    AdapterResult,
+    MethodSpec,
+    References,
+    captum_forward,
+    reference_outputs,
+    register_method,
+)
 
 
-def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
     values = Saliency(captum_forward(ctx)).attribute(x, target=targets, abs=ctx.params.get("abs", True))
     return AdapterResult(values, reference_outputs(ctx, refs.baseline, targets))
 

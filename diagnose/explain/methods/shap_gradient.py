@@ -7,13 +7,14 @@ import shap
 import torch
 from torch import nn
 
-from diagnose.explain.registry import AdapterResult, MethodSpec, reference_outputs, register_method
+from diagnose.explain.context import ExplainContext
+from diagnose.explain.registry import AdapterResult, MethodSpec, References, reference_outputs, register_method
 
 
 class _Outputs(nn.Module):
     """The explained outputs as a module, as shap's explainers want one."""
 
-    def __init__(self, ctx) -> None:  # noqa: ANN001
+    def __init__(self, ctx: ExplainContext) -> None:
         super().__init__()
         self.model, self.ctx = ctx.model, ctx
 
@@ -21,7 +22,7 @@ class _Outputs(nn.Module):
         return self.ctx.outputs(x)
 
 
-def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
     explainer = shap.GradientExplainer(_Outputs(ctx), refs.background, batch_size=ctx.params.get("batch_size", 50))
     values = explainer.shap_values(x, nsamples=ctx.params.get("nsamples", 200), rseed=ctx.seed)
     values = np.asarray(values)

@@ -7,10 +7,11 @@ import numpy as np
 import shap
 import torch
 
-from diagnose.explain.registry import AdapterResult, MethodSpec, register_method
+from diagnose.explain.context import ExplainContext
+from diagnose.explain.registry import AdapterResult, MethodSpec, References, register_method
 
 
-def attribute(ctx, x, targets, refs):  # noqa: ANN001, ANN201
+def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
     background = refs.background.reshape(len(refs.background), -1).double().cpu().numpy()
     explainer = shap.KernelExplainer(ctx.numpy_function(), background)
     rows = x.reshape(len(x), -1).double().cpu().numpy()

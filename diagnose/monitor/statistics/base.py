@@ -16,19 +16,63 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from diagnose.monitor.layers import LayerParams
+from diagnose.registry import Registry
+
+S = TypeVar("S", bound="Statistic")
 
 
-class OutputStatistic:
+# (column, title, log colour scale): a per-layer step heatmap in the report
+Plot = tuple[str, str, bool]
+
+
+@dataclass
+class Observation:
+    """What a statistic's oracle sees of one layer at one step, in float64, taken by plain hooks
+    in the tests (tests/monitor/test_statistics.py): the reference the fused computation must match."""
+
+    module: nn.Module
+    outputs: list[torch.Tensor]            # every floating output of the step's forward calls
+    before: list[torch.Tensor]             # the layer's own parameters before the step's update
+    after: list[torch.Tensor]              # and after it
+    grads: list[torch.Tensor]              # their gradients as the optimizer used them
+    optimizer: torch.optim.Optimizer | None
+    params: list[nn.Parameter]             # the live parameters (keys of the optimizer's state)
+
+
+class Statistic:
+    """What every statistic declares: its columns in ``layer_stats()``, the report's per-layer
+    plots of them, and an oracle (a plain float64 reference the tests check it against)."""
+
+    name: ClassVar[str] = ""
+    columns: ClassVar[tuple[str, ...]] = ()
+    plots: ClassVar[tuple[Plot, ...]] = ()
+    default: ClassVar[bool] = True   # recorded unless the user passes their own list
+
+    def oracle(self, obs: Observation) -> tuple[float, ...] | None:
+        """The columns' values from plain float64 tensors; None where the statistic does not apply."""
+        raise NotImplementedError
+
+
+STATISTICS: Registry[type[Statistic]] = Registry("statistic")
+
+
+def register_statistic(cls: type[S]) -> type[S]:
+    """Class decorator: add a statistic to the registry (store columns, report plots and the
+    oracle test follow from it)."""
+    STATISTICS.add(cls.name, cls)
+    return cls
+
+
+class OutputStatistic(Statistic):
     """A statistic of module outputs. Subclasses set ``columns``/``width`` and write ``partial``."""
 
-    columns: ClassVar[tuple[str, ...]] = ()
     width: ClassVar[int] = 1          # numbers per module per step after ``reduce``
     single_tensor_only: ClassVar[bool] = False  # skip tuple/dict outputs (e.g. unit-wise statistics)
 
@@ -45,7 +89,7 @@ class OutputStatistic:
         or host floats); default: add them up."""
         if len(partials) == 1:
             return partials[0][1]
-        return [sum(p[i] for _, p in partials) for i in range(self.width)]  # type: ignore[misc]
+        return [sum(p[i] for _, p in partials) for i in range(self.width)]
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
         """Column values from the reduced numbers; ``count`` is the number of output elements seen."""
@@ -108,10 +152,9 @@ class StepContext:
         return self._cache["update"]
 
 
-class ParameterStatistic:
+class ParameterStatistic(Statistic):
     """A per-layer statistic of parameters, gradients or optimizer state."""
 
-    columns: ClassVar[tuple[str, ...]] = ()
     every_step: ClassVar[bool] = False      # cheap enough to compute at every step
     needs_snapshot: ClassVar[bool] = False  # needs the parameters from before the update
     uses_grads: ClassVar[bool] = False      # not recorded for layers that had no gradient

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagnose.monitor.statistics.base import OutputStatistic
+from diagnose.monitor.statistics.base import Observation, OutputStatistic, register_statistic
 
 # Activations whose output is <= 0 exactly where the unit passes (almost) no signal.
 RECTIFIERS: tuple[type[nn.Module], ...] = (
@@ -31,8 +31,11 @@ def unit_dim(output: torch.Tensor) -> int:
     return 1 if output.ndim >= 4 else output.ndim - 1
 
 
+@register_statistic
 class DeadUnits(OutputStatistic):
+    name = "dead_units"
     columns = ("dead_frac",)
+    plots = (("dead_frac", "dead-unit fraction", False),)
     width = 2  # dead units, units
     single_tensor_only = True
 
@@ -58,3 +61,14 @@ class DeadUnits(OutputStatistic):
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
         return (float(values[0] / values[1]) if values[1] else math.nan,)
+
+    def oracle(self, obs: Observation) -> tuple[float, ...] | None:
+        if not self.applies_to(obs.module) or not obs.outputs:
+            return None
+        largest: dict[tuple[int, ...], torch.Tensor] = {}  # per unit; one module call position each
+        for out in obs.outputs:
+            units = out.double().movedim(unit_dim(out), -1).reshape(-1, out.shape[unit_dim(out)]).amax(dim=0)
+            key = tuple(out.shape[1:])
+            largest[key] = units if key not in largest else torch.maximum(largest[key], units)
+        dead = sum(int((u <= 0).sum()) for u in largest.values())
+        return (dead / sum(u.numel() for u in largest.values()),)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from diagnose.monitor.statistics.base import ParameterStatistic, StepContext
+from diagnose.monitor.statistics.base import Observation, ParameterStatistic, StepContext, register_statistic
 
 # optimizer class name -> (state key of the second moment, how the mean second moment maps to
 # a step size given the parameter group and the state)
@@ -43,7 +43,9 @@ SECOND_MOMENT: dict[str, tuple[str, Rule]] = {
 }
 
 
+@register_statistic
 class EffectiveLR(ParameterStatistic):
+    name = "effective_lr"
     columns = ("eff_lr",)
 
     def compute(self, ctx: StepContext) -> torch.Tensor:
@@ -53,12 +55,34 @@ class EffectiveLR(ParameterStatistic):
             return out.reshape(1, -1)
         group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
         per_layer: dict[int, list[tuple[torch.Tensor, dict, dict]]] = {}
-        for p, layer in zip(layers.params, layers.owner.tolist()):
+        for p, layer in zip(layers.params, layers.owner_ids):
             if id(p) in group_of:
                 per_layer.setdefault(layer, []).append((p, group_of[id(p)], opt.state.get(p, {})))
         for layer, items in per_layer.items():
             out[layer] = _layer_step_size(type(opt).__name__, items)
         return out.reshape(1, -1)
+
+    def oracle(self, obs: Observation) -> tuple[float, ...] | None:
+        opt = obs.optimizer
+        if opt is None or not obs.params:
+            return None
+        group = next(g for g in opt.param_groups if any(p is obs.params[0] for p in g["params"]))
+        lr, name = float(group["lr"]), type(opt).__name__
+        sizes = []
+        for p in obs.params:
+            state = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in opt.state.get(p, {}).items()}
+            if name == "Adadelta" and "acc_delta" in state:
+                eps = group["eps"]
+                sizes.append(lr * ((state["acc_delta"] + eps) / (state["square_avg"] + eps)).sqrt())
+            elif name in ("Adagrad", "RMSprop") and ("sum" in state or "square_avg" in state):
+                second = state["sum"] if "sum" in state else state["square_avg"]
+                sizes.append(lr / (second.sqrt() + group["eps"]))
+            elif name in ("Adam", "AdamW", "NAdam", "RAdam") and "exp_avg_sq" in state:
+                correction = 1 - group["betas"][1] ** float(state["step"])
+                sizes.append(lr / ((state["exp_avg_sq"] / correction).sqrt() + group["eps"]))
+            else:
+                return (lr,)
+        return (float(torch.cat([t.flatten() for t in sizes]).float().median()),)
 
 
 def _layer_step_size(name: str, items: list[tuple[torch.Tensor, dict, dict]]) -> torch.Tensor | float:

@@ -9,11 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagnose.monitor.statistics.base import OutputStatistic
+from diagnose.monitor.statistics.base import Observation, OutputStatistic, register_statistic
 
 
+@register_statistic
 class ActivationMoments(OutputStatistic):
+    name = "activation_moments"
     columns = ("act_mean", "act_std")
+    plots = (("act_std", "activation standard deviation", True),)
     width = 2
 
     def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
@@ -26,3 +29,9 @@ class ActivationMoments(OutputStatistic):
         mean = values[0] / count
         var = values[1] / count - mean * mean  # population variance; clipped at 0 against rounding
         return (float(mean), float(math.sqrt(max(var, 0.0))) if math.isfinite(var) else math.nan)
+
+    def oracle(self, obs: Observation) -> tuple[float, ...] | None:
+        if not obs.outputs:
+            return None
+        values = torch.cat([o.double().flatten() for o in obs.outputs])
+        return (float(values.mean()), float(values.std(correction=0)))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagnose.monitor.statistics.base import OutputStatistic
+from diagnose.monitor.statistics.base import Observation, OutputStatistic, register_statistic
 
 TANH_TAIL = 0.99      # |tanh| > 0.99  <=>  1 - y^2 < 0.02: under 2 % of the peak derivative 1
 SIGMOID_TAIL = 0.01   # y < 0.01 or y > 0.99  <=>  y(1 - y) < 0.0099: under 4 % of the peak 0.25
@@ -33,8 +33,11 @@ def _tail_test(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | No
     return None
 
 
+@register_statistic
 class Saturation(OutputStatistic):
+    name = "saturation"
     columns = ("saturated_frac",)
+    plots = (("saturated_frac", "saturated fraction", False),)
     single_tensor_only = True
 
     def applies_to(self, module: nn.Module) -> bool:
@@ -47,3 +50,10 @@ class Saturation(OutputStatistic):
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
         return (float(values[0] / count) if count else math.nan,)
+
+    def oracle(self, obs: Observation) -> tuple[float, ...] | None:
+        in_tail = _tail_test(obs.module)
+        if in_tail is None or not obs.outputs:
+            return None
+        values = torch.cat([o.flatten() for o in obs.outputs])
+        return (float(in_tail(values).double().mean()),)

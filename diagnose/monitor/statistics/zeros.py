@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagnose.monitor.statistics.base import OutputStatistic
+from diagnose.monitor.statistics.base import Observation, OutputStatistic, register_statistic
 
 
+@register_statistic
 class ZeroFraction(OutputStatistic):
+    name = "zero_fraction"
     columns = ("act_zero_frac",)
 
     def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
@@ -21,3 +23,9 @@ class ZeroFraction(OutputStatistic):
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
         return (float((count - values[0]) / count) if count else math.nan,)
+
+    def oracle(self, obs: Observation) -> tuple[float, ...] | None:
+        if not obs.outputs:
+            return None
+        values = torch.cat([o.flatten() for o in obs.outputs])
+        return (float((values == 0).double().mean()),)

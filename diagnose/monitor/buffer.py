@@ -1,0 +1,197 @@
+"""What a watch keeps between flushes: typed records of device values, turned into the store's
+rows at a flush with one host copy per device.
+
+Each record knows its own layout: ``tensor`` is what must come from the device, ``unpack`` turns
+those numbers (now on the host) into rows. A flush is one ``torch.cat`` + ``.cpu()`` per device
+for every record since the last flush; the training thread never waits for the disk (the store's
+thread writes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from diagnose.monitor.nonfinite import NonFiniteTracker
+from diagnose.monitor.statistics import OutputStatistic
+
+
+@dataclass
+class Rows:
+    """Rows headed for the store: per (step, layer) statistics, scalars, and any first NaN/Inf."""
+
+    layers: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
+    scalars: list[tuple[int, str, float]] = field(default_factory=list)
+    first_nonfinite: list[dict[str, Any]] = field(default_factory=list)
+
+    def put(self, step: int, layer: str, column: str, value: float) -> None:
+        """Set one value; two sources of one column (NaN/Inf counts of outputs and gradients) add up."""
+        row = self.layers.setdefault((step, layer), {})
+        if column in row and not math.isnan(row[column]):
+            row[column] = row[column] + (0.0 if math.isnan(value) else value)
+        else:
+            row[column] = value
+
+
+class Record:
+    """Values of one step still on the device, and how they become rows."""
+
+    step: int
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The device values to copy to the host (any shape)."""
+        raise NotImplementedError
+
+    def unpack(self, values: np.ndarray, rows: Rows) -> None:
+        """Turn the host copy of ``tensor`` into rows."""
+        raise NotImplementedError
+
+
+@dataclass
+class ScalarRecord(Record):
+    """A logged scalar that is a tensor (``run.log(loss=loss)``)."""
+
+    step: int
+    name: str
+    value: torch.Tensor
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return self.value
+
+    def unpack(self, values: np.ndarray, rows: Rows) -> None:
+        rows.scalars.append((self.step, self.name, float(values)))
+
+
+@dataclass
+class ParameterRecord(Record):
+    """A parameter statistic of every layer: a (columns, layers) tensor."""
+
+    step: int
+    columns: tuple[str, ...]
+    layers: Sequence[str]
+    missing: frozenset[int]  # layers without a gradient this step: nothing to record
+    values: torch.Tensor
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return self.values
+
+    def unpack(self, values: np.ndarray, rows: Rows) -> None:
+        values = values.reshape(len(self.columns), -1)
+        for j, layer in enumerate(self.layers):
+            if j not in self.missing:
+                for i, column in enumerate(self.columns):
+                    rows.put(self.step, layer, column, float(values[i, j]))
+
+
+@dataclass
+class OutputRecord(Record):
+    """Every observed module's output statistics of one sampled step: ``template`` holds the
+    numbers known on the host (NaN where a value is on the device, at ``device_at``)."""
+
+    step: int
+    layout: list[tuple[str, int, OutputStatistic]]  # (module, elements seen, statistic), in order
+    template: np.ndarray
+    device_at: np.ndarray
+    values: torch.Tensor
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return self.values
+
+    def unpack(self, values: np.ndarray, rows: Rows) -> None:
+        filled = self.template.copy()
+        filled[self.device_at] = values.reshape(-1)
+        offset = 0
+        for layer, count, stat in self.layout:
+            chunk = filled[offset:offset + stat.width]
+            offset += stat.width
+            if count == 0 or np.isnan(chunk).all():
+                continue
+            with np.errstate(all="ignore"):  # exploded activations overflow here: NaN/Inf is the answer
+                finalized = stat.finalize(chunk, count)
+            for column, value in zip(stat.columns, finalized):
+                rows.put(self.step, layer, column, value)
+
+
+@dataclass
+class CheckRecord(Record):
+    """One step's NaN/Inf origin checks: a sum per checked output, in forward order."""
+
+    step: int
+    names: tuple[str, ...]
+    sums: torch.Tensor
+    tracker: NonFiniteTracker
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return self.sums
+
+    def unpack(self, values: np.ndarray, rows: Rows) -> None:
+        first = self.tracker.resolve_forward(self.step, self.names, values)
+        if first is not None:
+            rows.first_nonfinite.append(first)
+
+
+class Buffer:
+    """Records and host values waiting for the next flush."""
+
+    def __init__(self) -> None:
+        self._records: list[Record] = []
+        self._scalars: list[tuple[int, str, float]] = []
+        self._counts: list[tuple[int, str, float]] = []
+
+    def add(self, record: Record) -> None:
+        self._records.append(record)
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        """Logged scalars: tensors stay on their device until the flush, numbers (bools too: True
+        is 1.0) are kept as floats. A value of another kind is a TypeError naming it."""
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise TypeError(f"{name}: expected a scalar, got a tensor of shape {tuple(value.shape)}")
+                self.add(ScalarRecord(step, name, value.detach().reshape(())))
+            elif isinstance(value, (int, float, np.number)):
+                self._scalars.append((step, name, float(value)))
+            else:
+                raise TypeError(f"{name}: expected a number or a one-element tensor, got {type(value).__name__}")
+
+    def add_count(self, step: int, layer: str, count: float) -> None:
+        """An exact NaN/Inf count, already on the host."""
+        self._counts.append((step, layer, count))
+
+    def drain(self) -> Rows:
+        """Everything buffered, as rows; copies the device values to the host once per device."""
+        records, self._records = self._records, []
+        rows = Rows(scalars=self._scalars)
+        self._scalars = []
+        for record, values in zip(records, to_host([r.tensor for r in records])):  # note: the host sync
+            record.unpack(values, rows)
+        for step, layer, count in self._counts:
+            rows.put(step, layer, "nonfinite", count)
+        self._counts = []
+        return rows
+
+
+def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Copy tensors to NumPy (float64) with one transfer per device."""
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(tensors)
+    for indices in by_device.values():
+        flat = torch.cat([tensors[i].reshape(-1).double() for i in indices]).cpu().numpy()  # host sync
+        offset = 0
+        for i in indices:
+            n = tensors[i].numel()
+            out[i] = flat[offset:offset + n].reshape(tensors[i].shape)
+            offset += n
+    return out

@@ -1,0 +1,131 @@
+"""The modules a watch observes, and their output statistics over one sampled step.
+
+On a sampled step each forward call of an observed module adds one partial per statistic (0-d
+device tensors); at the step's end the partials of each (module, statistic) are combined and
+stacked into one ``OutputRecord``: no host sync until the flush.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from diagnose.monitor.buffer import OutputRecord
+from diagnose.monitor.layers import layer_name
+from diagnose.monitor.statistics import OutputStatistic
+
+# Modules that cannot turn finite inputs into NaN/Inf: never the origin of a non-finite value,
+# so the per-step origin check skips them (they only propagate what they were given).
+PROPAGATE_ONLY: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.Hardsigmoid, nn.Softsign,
+    nn.modules.dropout._DropoutNd, nn.Identity, nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d,
+    nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
+
+
+def output_tensors(output: Any, depth: int = 0) -> list[torch.Tensor]:
+    """The floating-point tensors inside a module output (tuples, lists, dicts, PackedSequence)."""
+    if isinstance(output, torch.Tensor):
+        return [output] if output.is_floating_point() else []
+    if isinstance(output, PackedSequence):
+        return output_tensors(output.data, depth + 1)
+    if depth > 3:
+        return []
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in output_tensors(item, depth + 1)]
+    if isinstance(output, dict):
+        return [t for item in output.values() for t in output_tensors(item, depth + 1)]
+    return []
+
+
+class Observed:
+    """A hooked module: its name, its statistics, and whether it can originate a NaN/Inf (then its
+    output is checked every step)."""
+
+    def __init__(self, index: int, name: str, module: nn.Module, stats: list[tuple[int, OutputStatistic]]) -> None:
+        self.index, self.name, self.module, self.stats = index, name, module, stats
+        self.can_originate = not isinstance(module, PROPAGATE_ONLY)
+
+
+def observed_modules(model: nn.Module, statistics: Sequence[OutputStatistic]) -> list[Observed]:
+    """Leaf modules and modules that own parameters, in ``named_modules`` order."""
+    observed: list[Observed] = []
+    for name, module in model.named_modules():
+        is_leaf = next(iter(module.children()), None) is None
+        owns = next(iter(module.parameters(recurse=False)), None) is not None
+        if is_leaf or owns:
+            stats = [(i, s) for i, s in enumerate(statistics) if s.applies_to(module)]
+            observed.append(Observed(len(observed), layer_name(name), module, stats))
+    return observed
+
+
+class OutputStatistics:
+    """The partial statistics of one sampled step, per (module, statistic)."""
+
+    def __init__(self, observed: list[Observed], fail: Callable[[str, Exception], None],
+                 failed: Callable[[str], bool]) -> None:
+        self.observed = observed
+        self._fail, self._failed = fail, failed
+        self._partials: dict[tuple[int, int], list[tuple[int, Sequence[torch.Tensor]]]] = {}
+        self._counts: dict[int, int] = {}
+        self._calls: dict[int, int] = {}  # calls of each module in the current forward pass
+
+    def new_forward(self) -> None:
+        """A forward pass of the model starts: call positions count from 0 again."""
+        self._calls.clear()
+
+    def add(self, obs: Observed, output: Any, tensors: list[torch.Tensor]) -> None:
+        """One forward call's partials (under no_grad, on detached tensors)."""
+        call = self._calls.get(obs.index, 0)
+        self._calls[obs.index] = call + 1
+        self._counts[obs.index] = self._counts.get(obs.index, 0) + sum(t.numel() for t in tensors)
+        for k, stat in obs.stats:
+            if stat.single_tensor_only and not isinstance(output, torch.Tensor):
+                continue
+            key = f"{type(stat).__name__}@{obs.name}"
+            if self._failed(key):
+                continue
+            try:
+                parts = [stat.partial(t, obs.module) for t in tensors]
+                part = parts[0] if len(parts) == 1 else [torch.stack([p[i] for p in parts]).sum()
+                                                         for i in range(stat.width)]
+            except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
+                self._fail(key, err)
+                continue
+            self._partials.setdefault((obs.index, k), []).append((call, part))
+
+    def end_step(self, step: int, device: torch.device) -> OutputRecord:
+        """Combine the step's partials into one record (values stay on the device) and reset."""
+        layout: list[tuple[str, int, OutputStatistic]] = []
+        template: list[float] = []
+        device_at: list[int] = []
+        on_device: list[torch.Tensor] = []
+        for obs in self.observed:
+            for k, stat in obs.stats:
+                layout.append((obs.name, self._counts.get(obs.index, 0), stat))
+                partials = self._partials.get((obs.index, k))
+                values: Sequence[torch.Tensor | float] | None = None
+                if partials:
+                    try:
+                        values = stat.combine(partials)
+                    except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
+                        self._fail(f"{type(stat).__name__}@{obs.name}", err)
+                if values is None or len(values) != stat.width:
+                    values = [math.nan] * stat.width
+                for v in values:
+                    if isinstance(v, torch.Tensor):
+                        device_at.append(len(template))
+                        template.append(math.nan)
+                        on_device.append(v.reshape(()).to(device))
+                    else:
+                        template.append(float(v))
+        self._partials.clear()
+        self._counts.clear()
+        stacked = torch.stack(on_device).float() if on_device else torch.zeros(0, device=device)
+        return OutputRecord(step, layout, np.array(template, dtype=float), np.array(device_at, dtype=int), stacked)

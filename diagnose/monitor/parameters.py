@@ -1,0 +1,75 @@
+"""The parameter statistics of sampled steps (gradient, weight and update norms, effective lr),
+and the one copy of the parameters some optimizers need for the update.
+
+Memory: for SGD (plain or with momentum, no weight decay, not Nesterov) the update comes in
+closed form (``sgd_update.py``) and nothing is copied. Every other optimizer keeps **one copy of
+the parameters** for the whole run, allocated at the first sampled step and refreshed before
+each one, so that the step's update can be measured; its cost is one ``_foreach_copy_``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from diagnose.monitor import sgd_update
+from diagnose.monitor.buffer import ParameterRecord
+from diagnose.monitor.layers import LayerParams
+from diagnose.monitor.statistics import ParameterStatistic, StepContext
+
+
+class ParameterStatistics:
+    """Computes the registered parameter statistics at the end of a sampled step."""
+
+    def __init__(self, layers: LayerParams, optimizer: torch.optim.Optimizer | None,
+                 statistics: Sequence[ParameterStatistic], fail: Callable[[str, Exception], None],
+                 failed: Callable[[str], bool]) -> None:
+        self.layers, self.optimizer, self.statistics = layers, optimizer, list(statistics)
+        self._fail, self._failed = fail, failed
+        self.needs_snapshot = any(s.needs_snapshot for s in self.statistics) and bool(layers.params)
+        self._snapshot: list[torch.Tensor] | None = None  # allocated once, reused
+        self._snapshot_step: int | None = None
+        self._weights_before: torch.Tensor | None = None
+
+    def begin_step(self, step: int) -> None:
+        """A sampled step starts: copy the parameters if the update must be measured against them."""
+        if self.needs_snapshot and not sgd_update.supports(self.optimizer):
+            params = [p.detach() for p in self.layers.params]
+            if self._snapshot is None:
+                self._snapshot = [torch.empty_like(p) for p in params]
+            with torch.no_grad():
+                torch._foreach_copy_(self._snapshot, params)
+            self._snapshot_step = step
+
+    def before_update(self) -> None:
+        """``optimizer.step()`` is about to run on a sampled step: with SGD's closed-form update no
+        copy was taken, so measure the weights before they move."""
+        if self.needs_snapshot and sgd_update.supports(self.optimizer):
+            with torch.no_grad():
+                self._weights_before = self.layers.norms([p.detach() for p in self.layers.params])
+
+    def end_step(self, step: int) -> tuple[StepContext, list[ParameterRecord]]:
+        """The step's records, one per statistic (values stay on the device), and the context the
+        NaN/Inf counts reuse (its gradient norms)."""
+        grads, owner = self.layers.grads()
+        ctx = StepContext(self.layers, self.optimizer, grads, owner,
+                          self._snapshot if self._snapshot_step == step else None)
+        self._snapshot_step = None
+        if self._weights_before is not None and isinstance(self.optimizer, torch.optim.SGD):
+            ctx.provide(weights_before=self._weights_before,
+                        update=sgd_update.sgd_update_norms(self.optimizer, self.layers))
+            self._weights_before = None
+        records = []
+        for stat in self.statistics:
+            key = type(stat).__name__
+            if self._failed(key):
+                continue
+            try:
+                values = stat.compute(ctx)
+            except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
+                self._fail(key, err)
+                continue
+            missing = self.layers.missing if stat.uses_grads else frozenset()
+            records.append(ParameterRecord(step, stat.columns, self.layers.names, missing, values))
+        return ctx, records

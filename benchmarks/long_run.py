@@ -31,12 +31,11 @@ what, run_dir, out = sys.argv[1:4]
 start = time.perf_counter()
 if what == "full_read_findings":   # the first release: everything into pandas, then the rules
     run = dg.load_run(run_dir)
-    n = len([f for o in evaluate(RunData(run.layer_stats(), run.scalars(), run.meta, run.scalar("loss")))
-             for f in o.findings])
+    n = len(evaluate(RunData(run.layer_stats(), run.scalars(), run.meta, run.scalar("loss"))).findings)
 elif what == "full_read_report":   # the reads of the first release's report (no plotting: a lower bound)
     run = dg.load_run(run_dir)
     stats, scalars = run.layer_stats(), run.scalars()
-    n = len([f for o in evaluate(RunData(stats, scalars, run.meta, run.scalar("loss"))) for f in o.findings])
+    n = len(evaluate(RunData(stats, scalars, run.meta, run.scalar("loss"))).findings)
     for column in ("grad_norm", "update_ratio", "act_std", "dead_frac", "saturated_frac"):
         stats.pivot_table(index="step", columns="layer", values=column, aggfunc="last")
     stats.groupby("layer").last()
@@ -62,7 +61,8 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 """
 CHILD = PEAK + CHILD
-IMPORT_ONLY = PEAK + "import json, diagnose\nprint(json.dumps({'peak_mb': peak_mb()}))"
+# what the libraries a report loads take before any run is read
+IMPORT_ONLY = PEAK + "import json, diagnose as dg\ndg.report, dg.findings\nprint(json.dumps({'peak_mb': peak_mb()}))"
 
 
 def _measure(what: str, run_dir: Path, out: Path) -> dict[str, float]:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                                             check=True).stdout)["peak_mb"]
     med = {k: (statistics.median(r["seconds"] for r in v), max(r["peak_mb"] for r in v)) for k, v in results.items()}
     print(f"long run: {args.steps} steps x {args.layers} layers, {size:.0f} MB store; median of {args.repeats}, "
-          f"peak RSS per process (import diagnose alone: {imports:.0f} MB)")
+          f"peak RSS per process (the libraries alone: {imports:.0f} MB)")
     for what in ("findings", "report"):
         base_s, base_mb = med[(f"full_read_{what}", "long")]
         reads = "" if what == "findings" else ", reads only"

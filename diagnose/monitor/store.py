@@ -427,8 +427,11 @@ class RunWriter:
             self._dropped_steps = [min(lo, self._dropped_steps[0]), max(hi, self._dropped_steps[1])] \
                 if self._dropped_steps else [lo, hi]
 
-    def _retry(self, conn: sqlite3.Connection | None, force: bool = False) -> sqlite3.Connection | None:
-        """Write what was kept, oldest first, stopping at the first failure."""
+    def _retry(self, conn: sqlite3.Connection | None, force: bool = False,
+               rows: bool = True) -> sqlite3.Connection | None:
+        """Write what was kept: the rows, oldest first, then the metadata (so ``complete`` is never
+        written ahead of rows that are still missing); stops at the first failure. ``rows=False``
+        writes only the metadata."""
         if self._failure is None and not self._backlog and not self._pending_meta:
             return conn
         if not force and time.monotonic() - self._last_attempt < RETRY_SECONDS:
@@ -438,19 +441,21 @@ class RunWriter:
             if conn is None:
                 conn = self._connect()
                 self._read_schema(conn)
-            if self._pending_meta:
-                with conn:
-                    self._apply(conn, "meta", self._pending_meta)
-                self._pending_meta = {}
-            while self._backlog:
+            while rows and self._backlog:
                 kind, payload, n = self._backlog[0]
                 with conn:
                     self._apply(conn, kind, payload)
                 self._backlog.popleft()
                 self._backlog_size -= n
+            if self._pending_meta:
+                with conn:
+                    self._apply(conn, "meta", self._pending_meta)
+                self._pending_meta = {}
         except Exception as err:  # noqa: BLE001 - still failing: keep waiting
             self._failed(err, conn)
             return None
+        if self._backlog:
+            return conn  # the metadata only: the rows still wait, the store has not recovered
         if self._failure is not None:
             log.warning("diagnose: the run store %s can be written again; the rows kept in memory were written"
                         "%s", self.path, f" ({self._dropped_rows} older rows had to be dropped)"
@@ -460,9 +465,9 @@ class RunWriter:
 
     def _finish(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
         """At close: a last attempt to write what was kept; if rows are lost, the run is marked
-        incomplete with the reason (metadata is small and written first: it often still fits)."""
+        incomplete with the reason (metadata alone is small: it often still fits)."""
         if self._failures:
-            conn = self._retry(conn, force=True)
+            conn = self._retry(conn, force=True)  # the rows, then (only if they all fit) complete=True
             status = self.status()
             lost = status["dropped_rows"] + status["backlog_rows"]
             note: dict[str, Any] = {"store": status}
@@ -472,7 +477,7 @@ class RunWriter:
                     f"the run store could not be written ({status['error'] or 'a disk error'}): {lost} rows "
                     "were lost" + (f", steps {steps[0]}-{steps[1]} among them" if steps else "")))
             self._pending_meta.update({k: json.dumps(v, default=str) for k, v in note.items()})
-            conn = self._retry(conn, force=True)
+            conn = self._retry(conn, force=True, rows=False)
             if lost:
                 log.error("diagnose: %d rows of the run in %s could not be written and are lost (%s)%s; the run "
                           "keeps what was written and reads as incomplete", lost, self.run_dir, status["error"],

@@ -101,6 +101,27 @@ def test_rows_kept_in_memory_are_written_when_the_disk_recovers(tmp_path, monkey
     assert sorted(run.layer_stats()["step"].unique()) == list(range(STEPS))
 
 
+def test_complete_is_never_written_ahead_of_missing_rows(tmp_path, monkeypatch):
+    # rows fail from the 8th write on; exactly one metadata write gets through after that (as a
+    # nearly full disk fits one small write): it must be the one saying the run is incomplete
+    apply, state = RunWriter._apply, {"calls": 0, "meta_after_failure": 0}
+
+    def failing(writer, conn, kind, payload):
+        state["calls"] += 1
+        if state["calls"] >= 8:
+            if kind != "meta" or state["meta_after_failure"] > 0:
+                raise sqlite3.OperationalError("database or disk is full")
+            state["meta_after_failure"] += 1
+        return apply(writer, conn, kind, payload)
+    monkeypatch.setattr(RunWriter, "_apply", failing)
+    monkeypatch.setattr(store, "RETRY_SECONDS", 0.0)
+    losses(tmp_path)
+    monkeypatch.undo()
+    meta = dg.load_run(tmp_path).meta
+    assert state["meta_after_failure"] == 1
+    assert meta["complete"] is False and "rows were lost" in meta["incomplete_reason"]
+
+
 def test_the_memory_bound_drops_the_oldest_rows_and_says_how_many(tmp_path, monkeypatch):
     Disk(fail_from=5, only="layers").install(monkeypatch)
 

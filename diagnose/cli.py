@@ -102,7 +102,8 @@ def _findings(args: argparse.Namespace) -> int:
     for i, f in enumerate(found, 1):
         where = f" in {f.layer}" if f.layer else ""
         steps = f", steps {f.steps[0]}-{f.steps[1]}" if f.steps else ""
-        print(f"\n{i}. [{f.severity.upper()}] {f.kind}{where}{steps}")
+        support = f" (supported by {f.support})" if f.support else ""
+        print(f"\n{i}. [{f.severity.upper()}] {f.kind}{where}{steps}{support}")
         print(textwrap.fill(f.message, width, initial_indent="   ", subsequent_indent="   "))
         print(textwrap.fill("Remedy: " + f.remedy, width, initial_indent="   ", subsequent_indent="   "))
     if evaluation.skipped:

@@ -56,7 +56,8 @@ def test_findings_command(tmp_path, capsys, steps):
         steps(model, opt, run, 30)
     assert main(["findings", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "[CRITICAL] dead_units in act1" in out and "Remedy:" in out
+    assert "[CRITICAL] dead_units in act1, steps 6-29 (supported by 24 of 24 sampled steps)" in out
+    assert "Remedy:" in out
     assert "Not evaluated:" in out and "overfitting: no validation loss" in out
 
 

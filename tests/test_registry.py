@@ -36,7 +36,7 @@ def test_a_registry_is_filled_on_first_use():
     ("list_statistics", {"grad_norm", "weight_norm", "update_ratio", "activation_moments", "zero_fraction",
                          "dead_units", "saturation", "effective_lr"}),
     ("list_finding_rules", {"vanishing_gradient", "exploding_gradient", "dead_units", "saturation", "nonfinite",
-                            "divergence", "overfitting", "stalled_learning_rate", "loss_plateau"}),
+                            "divergence", "overfitting", "stalled_learning_rate", "loss_plateau", "loss_spike"}),
     ("list_strategies", {"grid", "random", "bayes", "bayes_gp", "evolutionary"}),
     ("list_explain_methods", {"integrated_gradients", "deeplift", "gradient_shap", "saliency", "input_x_gradient",
                               "occlusion", "feature_ablation", "grad_cam", "shap_deep", "shap_gradient",

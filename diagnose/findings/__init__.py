@@ -16,6 +16,7 @@ from diagnose.findings import (  # noqa: F401 - importing a rule's module regist
     divergence,
     exploding_gradient,
     loss_plateau,
+    loss_spike,
     nonfinite,
     overfitting,
     saturation,

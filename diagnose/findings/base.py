@@ -21,8 +21,23 @@ SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 # judged on: one noisy batch must not make a diagnosis.
 PERSISTENCE = 0.8
 # Rules judge the later part of a run: the first steps of training are transient by design
-# (fresh initialization, warm-up), so the first 20 % of recorded steps are skipped.
+# (fresh initialization, warm-up), so the first 20 % of recorded steps are skipped, and at least
+# this many sampled steps must remain: a persistence over fewer is a coincidence.
 WARMUP_FRACTION = 0.2
+MIN_JUDGED_STEPS_AFTER_WARMUP = 5
+
+# Optimizers that normalize each element's step by its gradient history (or its sign): the
+# Adam family (Kingma & Ba, 2015), RMSProp, AdaGrad, Adadelta, Lion.
+ADAPTIVE_OPTIMIZERS = frozenset({"Adam", "AdamW", "NAdam", "RAdam", "Adamax", "SparseAdam", "Adagrad", "RMSprop",
+                                 "Adadelta", "Adafactor", "Lion", "LAMB", "Lamb"})
+# Modules that pass their input on unchanged in scale (they sit between a layer and its
+# normalization without breaking the scale invariance).
+TRANSPARENT = ("Dropout", "Identity", "Pad", "Flatten", "Unflatten")
+# A layer "started at zero" when its first recorded weights have a root-mean-square under 1e-3, an
+# order of magnitude below any standard initialization (Xavier/He for 65 536 inputs: 4e-3); until
+# it has grown to half the size it reaches, ratios to its own size are not judged.
+ZERO_RMS = 1e-3
+GROWN = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,13 @@ class Finding:
     evidence: dict[str, Any]
     message: str
     remedy: str
+
+    @property
+    def support(self) -> str | None:
+        """How many sampled steps the finding rests on, in words (``"38 of 40 sampled steps"``)."""
+        if "supporting_steps" not in self.evidence:
+            return None
+        return f"{self.evidence['supporting_steps']} of {self.evidence['judged_steps']} sampled steps"
 
     def as_row(self) -> dict[str, Any]:
         """A flat dict for tables."""
@@ -82,6 +104,10 @@ class _FrameTables:
         order = [layer for layer in self.layer_order if layer in table.columns]
         return table[order].dropna(how="all")
 
+    def table_at(self, column: str, steps: list[int]) -> pd.DataFrame:
+        table = self.table(column)
+        return table[table.index.isin(steps)] if not table.empty else table
+
     def rows_above(self, column: str, above: float) -> pd.DataFrame:
         if column not in self.frame:
             return self.frame.iloc[:0][["step", "layer"]]
@@ -107,6 +133,9 @@ class _StoreTables:
 
     def table(self, column: str) -> pd.DataFrame:
         return self.run.layer_table(column, steps=self.steps, order=self.layer_order)
+
+    def table_at(self, column: str, steps: list[int]) -> pd.DataFrame:
+        return self.run.layer_table(column, steps=steps, order=self.layer_order)
 
     def rows_above(self, column: str, above: float) -> pd.DataFrame:
         return self.run.layer_rows(column, above=above)
@@ -149,6 +178,10 @@ class RunData:
         """Every (step, layer) row where ``column`` > ``above`` (read at every step, not thinned)."""
         return self._tables.rows_above(column, above)
 
+    def table_at(self, column: str, steps: list[int]) -> pd.DataFrame:
+        """step x layer table of one statistic at exactly these steps (those recorded), not thinned."""
+        return self._tables.table_at(column, steps)
+
     @property
     def layer_order(self) -> list[str]:
         """Layer names in model order (the order the watch recorded them)."""
@@ -165,10 +198,67 @@ class RunData:
         return self._tables.judged_steps
 
     def later(self, table: pd.DataFrame) -> pd.DataFrame:
-        """The rows after the warm-up (all rows if there are too few to drop any)."""
-        if len(table) < 5:
-            return table
-        return table.iloc[int(len(table) * WARMUP_FRACTION):]
+        """The rows after the warm-up; a Skip when fewer than MIN_JUDGED_STEPS remain (a
+        diagnosis needs more than a step or two: the first steps of a fresh model say nothing)."""
+        later = table.iloc[int(len(table) * WARMUP_FRACTION):]
+        if len(later) < MIN_JUDGED_STEPS_AFTER_WARMUP:
+            raise Skip(f"not enough steps: needs >= {MIN_JUDGED_STEPS_AFTER_WARMUP} sampled steps after the "
+                       f"warm-up, got {len(later)} (train longer, or record more often with a smaller every=)")
+        return later
+
+    # -- what the rules need to know about the optimizer and the layers ------------------------
+    @cached_property
+    def optimizer(self) -> str | None:
+        """The optimizer's class name (``AdamW``), from the metadata."""
+        return (self.meta.get("optimizer") or {}).get("class")
+
+    @cached_property
+    def adaptive(self) -> bool:
+        """Whether the optimizer normalizes each element's step (Adam family, RMSProp, AdaGrad,
+        Adadelta, Lion...): then a raw gradient's size says nothing about the step it takes."""
+        name = self.optimizer or ""
+        return name in ADAPTIVE_OPTIMIZERS or name.startswith(("Adam", "Ada", "RMS", "Lamb", "LAMB", "Lion"))
+
+    @cached_property
+    def _types(self) -> dict[str, str]:
+        return {e.get("name"): e.get("type") for e in (self.meta.get("model") or {}).get("layers", [])}
+
+    def layer_type(self, layer: str) -> str | None:
+        """The module class of a layer, from the model summary in the metadata."""
+        return self._types.get(layer)
+
+    def is_normalization(self, layer: str) -> bool:
+        """A normalization layer (BatchNorm, LayerNorm, GroupNorm, RMSNorm, ...): its own scale and
+        shift are optional refinements, not what carries the signal."""
+        return "Norm" in (self.layer_type(layer) or "")
+
+    @cached_property
+    def scale_invariant(self) -> frozenset[str]:
+        """Layers whose output a normalization layer rescales next (conv -> BatchNorm, linear ->
+        LayerNorm): scaling their weights changes nothing, so the gradient shrinks as the weights
+        grow and only the relative step (the update ratio) means anything. From the order modules
+        ran in (recorded by the watch), else the model's definition order."""
+        order = self.meta.get("forward_order") or list(self._types)
+        found = set()
+        for i, name in enumerate(order):
+            nxt = next((n for n in order[i + 1:] if not any(t in (self.layer_type(n) or "") for t in TRANSPARENT)),
+                       None)
+            if nxt is not None and self.is_normalization(nxt) and not self.is_normalization(name):
+                found.add(name)
+        return frozenset(found)
+
+    def growing_from_zero(self) -> pd.DataFrame:
+        """step x layer: True where a layer that started at zero (a zero-initialized head, class
+        token or gate: its first root-mean-square weight under ZERO_RMS) has not yet grown to half
+        its size; ratios to its own norm are meaningless there (any step is large next to nothing)."""
+        weights = self.pivot("weight_norm")
+        if weights.empty:
+            return weights.astype(bool)
+        sizes = {e.get("name"): e.get("params") for e in (self.meta.get("model") or {}).get("layers", [])}
+        first = weights.apply(lambda col: col.dropna().iloc[0] if col.notna().any() else np.nan)
+        count = pd.Series({layer: float(sizes.get(layer) or 1) for layer in weights.columns})
+        started_at_zero = first / np.sqrt(count) < ZERO_RMS
+        return (weights < GROWN * weights.max()) & started_at_zero
 
     @cached_property
     def loss(self) -> pd.Series:
@@ -181,22 +271,22 @@ class RunData:
                 return self.scalars.set_index("step")[name].dropna()
         return pd.Series(dtype=float)
 
-    def layer_type(self, layer: str) -> str | None:
-        """The module class of a layer, from the model summary in the metadata."""
-        for entry in (self.meta.get("model") or {}).get("layers", []):
-            if entry.get("name") == layer:
-                return entry.get("type")
-        return None
-
     @property
     def steps(self) -> int:
         last = self._tables.last_step
         return int(self.meta.get("steps") or (last + 1 if last is not None else 0))
 
 
+def support(mask: pd.Series) -> dict[str, int]:
+    """Evidence of how many sampled steps a finding rests on: those where its condition held,
+    of those judged."""
+    return {"supporting_steps": int(mask.sum()), "judged_steps": len(mask)}
+
+
 def persistent(mask: pd.Series) -> bool:
-    """Whether a condition holds on at least PERSISTENCE of the rows."""
-    return bool(len(mask) and mask.mean() >= PERSISTENCE)
+    """Whether a condition holds on at least PERSISTENCE of the rows, and there are at least
+    MIN_JUDGED_STEPS_AFTER_WARMUP of them (a persistence over fewer is a coincidence)."""
+    return bool(len(mask) >= MIN_JUDGED_STEPS_AFTER_WARMUP and mask.mean() >= PERSISTENCE)
 
 
 def persistent_columns(mask: pd.DataFrame) -> pd.Series:
@@ -209,6 +299,13 @@ def smooth(series: pd.Series, window: int | None = None) -> pd.Series:
     """A rolling median: robust to the noise of mini-batch losses."""
     window = window or max(3, len(series) // 20)
     return series.rolling(window, min_periods=1, center=True).median()
+
+
+def noise(loss: pd.Series) -> float:
+    """The loss's own per-step noise (what mini-batches of this size make it jump by): 1.4826 x the
+    median absolute deviation from its rolling median, a standard deviation robust to the trend and
+    to spikes."""
+    return float(1.4826 * (loss - smooth(loss)).abs().median())
 
 
 def initial_level(loss: pd.Series) -> float:
@@ -241,21 +338,23 @@ def rule(name: str) -> Callable[[Rule], Rule]:
 
 def fraction_findings(run: RunData, column: str, kind: str, warning: float, critical: float, what: str,
                       remedy: str, skip: str) -> list[Finding]:
-    """One finding per layer whose ``column`` (a fraction) stays >= ``warning`` persistently;
-    ``what`` completes "<x>% of <layer> ..." in the message."""
-    table = run.later(run.pivot(column))
+    """One finding per layer whose ``column`` (a fraction) stays above ``warning`` persistently
+    (critical from a median of ``critical``); ``what`` completes "<x>% of <layer> ..." in the message."""
+    table = run.pivot(column)
     if table.empty:
         raise Skip(skip)
+    table = run.later(table)
     findings = []
     for layer in table.columns:
         values = table[layer].dropna()
-        if not persistent(values >= warning):
+        if not persistent(values > warning):
             continue
         median = float(values.median())
         findings.append(Finding(
             kind=kind, severity="critical" if median >= critical else "warning", layer=layer,
             steps=step_range(values.index),
-            evidence={f"median_{column}": median, f"max_{column}": float(values.max()), "threshold": warning},
+            evidence={f"median_{column}": median, f"max_{column}": float(values.max()), "threshold": warning,
+                      **support(values > warning)},
             message=f"{fmt(100 * median)}% of {what.format(layer=layer)} (median over steps "
                     f"{int(values.index[0])}-{int(values.index[-1])}).",
             remedy=remedy))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from diagnose.findings.base import Finding, RunData, fraction_findings, rule
 
 # "Dying ReLU" (Lu et al., 2019): a unit that never fires gets no gradient and never recovers.
-# Half the units dead halves the layer's capacity; nine in ten leaves it nearly useless.
+# More than half the units dead leaves the layer with less than half its capacity (exactly half is
+# 2 of a squeeze-excite block's 4 units: common and harmless); nine in ten leaves it nearly useless.
 DEAD_WARNING = 0.5
 DEAD_CRITICAL = 0.9
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from diagnose.findings.base import Finding, RunData, Skip, fmt, initial_level, rule, smooth
+import numpy as np
 
-# Over the last 30 % of the run the smoothed loss moves by less than 1 %, while it either kept
-# over 90 % of its initial value (it never learned) or sits 1.5x above the best it reached.
+from diagnose.findings.base import Finding, RunData, Skip, fmt, initial_level, noise, rule, smooth
+
+# Over the last 30 % of the run the loss moves by less than 1 % (the change of a straight line
+# fitted through it: noise averages out of the fit, so a noisy loss can still be found flat and a
+# noisy but falling one is not), while it either kept over 90 % of its initial value (it never
+# learned) or sits 1.5x above the best it reached, and that gap stands out of its noise.
 WINDOW = 0.3
 FLAT = 0.01
 STUCK = 0.9
 FAR = 1.5
 MIN_POINTS = 20
+NOISE_MARGIN = 3.0
 
 REMEDY = ("Try a learning-rate schedule or a larger learning rate, add momentum, and check the data "
           "and labels (a model that cannot learn at all often sees shuffled or constant targets).")
@@ -21,12 +26,17 @@ def loss_plateau(run: RunData) -> list[Finding]:
     loss = run.loss
     if len(loss) < MIN_POINTS:
         raise Skip(f"needs a training loss logged at >= {MIN_POINTS} steps")
+    loss = loss[np.isfinite(loss.to_numpy())]
+    if len(loss) < MIN_POINTS:
+        return []  # the loss went non-finite: the nonfinite finding says where
     curve = smooth(loss)
-    tail = curve.iloc[int(len(curve) * (1 - WINDOW)):]
+    tail = loss.iloc[int(len(loss) * (1 - WINDOW)):]
     level = float(tail.mean())
-    moved = (float(tail.max()) - float(tail.min())) / max(abs(level), 1e-12)
+    slope = np.polyfit(np.arange(len(tail), dtype=float), tail.to_numpy(dtype=float), 1)[0]
+    moved = abs(float(slope)) * (len(tail) - 1) / max(abs(level), 1e-12)
     start, best = initial_level(loss), float(curve.min())
-    stuck, far = level >= STUCK * start, level >= FAR * best
+    stuck = level >= STUCK * start
+    far = level >= FAR * best and level - best > NOISE_MARGIN * noise(loss)
     if moved >= FLAT or not (stuck or far):
         return []
     why = (f"it kept {fmt(100 * level / start)}% of its initial value {fmt(start)}" if stuck

@@ -5,7 +5,7 @@ from __future__ import annotations
 from diagnose.findings.base import Finding, RunData, fraction_findings, rule
 
 # In the tails the derivative is under ~4 % of its peak (see monitor/statistics/saturation.py),
-# so half the outputs there means half the units pass almost no gradient (Glorot & Bengio, 2010).
+# so more than half the outputs there means most units pass almost no gradient (Glorot & Bengio, 2010).
 SATURATION_WARNING = 0.5
 SATURATION_CRITICAL = 0.9
 

@@ -6,7 +6,9 @@ from diagnose.findings.base import Finding, RunData, Skip, fmt, initial_level, r
 
 # Optimizers whose per-parameter step size only shrinks: AdaGrad divides by the square root of
 # every squared gradient ever seen (Duchi et al., 2011), so one huge early gradient shrinks every
-# later step for good. (RMSProp, Adadelta and Adam use moving averages: they recover.)
+# later step for good. RMSProp, Adadelta and Adam use moving averages: a collapse there is transient
+# (Adam's early effective step is even huge, lr/eps, while its second moment is still ~0), so only
+# accumulating optimizers are judged.
 ACCUMULATING = ("Adagrad",)
 # The step size is under 1 % of the learning rate that was set, or fell 100x during training.
 COLLAPSE = 1e-2
@@ -27,12 +29,13 @@ def stalled_learning_rate(run: RunData) -> list[Finding]:
     name = optimizer.get("class")
     if eff.empty or name is None:
         raise Skip("needs an optimizer's effective learning rate (dg.watch with an optimizer)")
+    if name not in ACCUMULATING:
+        return []  # a moving average forgets: the step size recovers by itself (see above)
     lr = float((optimizer.get("hyperparameters") or {}).get("lr") or 0.0)
     first, last = eff.iloc[0], eff.iloc[-1]
     to_set = last / lr if lr > 0 else last * float("nan")
     fell = last / first
-    collapsed = [layer for layer in eff.columns
-                 if (name in ACCUMULATING and to_set[layer] < COLLAPSE) or fell[layer] < COLLAPSE]
+    collapsed = [layer for layer in eff.columns if to_set[layer] < COLLAPSE or fell[layer] < COLLAPSE]
     loss = run.loss
     if not collapsed or len(loss) < 10:
         return []

@@ -75,6 +75,9 @@ class OutputStatistics:
         self._partials: dict[tuple[int, int], list[tuple[int, Sequence[torch.Tensor]]]] = {}
         self._counts: dict[int, int] = {}
         self._calls: dict[int, int] = {}  # calls of each module in the current forward pass
+        # The order modules ran in at the first sampled step: which layer feeds which (findings
+        # use it to know the layers whose output a normalization layer rescales).
+        self._order: dict[str, None] | None = {}
 
     def new_forward(self) -> None:
         """A forward pass of the model starts: call positions count from 0 again."""
@@ -84,6 +87,8 @@ class OutputStatistics:
         """One forward call's partials (under no_grad, on detached tensors)."""
         call = self._calls.get(obs.index, 0)
         self._calls[obs.index] = call + 1
+        if self._order is not None:
+            self._order.setdefault(obs.name)
         self._counts[obs.index] = self._counts.get(obs.index, 0) + sum(t.numel() for t in tensors)
         for k, stat in obs.stats:
             if stat.single_tensor_only and not isinstance(output, torch.Tensor):
@@ -99,6 +104,13 @@ class OutputStatistics:
                 self._fail(key, err)
                 continue
             self._partials.setdefault((obs.index, k), []).append((call, part))
+
+    def forward_order(self) -> list[str] | None:
+        """The modules in the order they first ran, once, after the first sampled step."""
+        if not self._order:
+            return None
+        order, self._order = list(self._order), None
+        return order
 
     def end_step(self, step: int, device: torch.device) -> OutputRecord:
         """Combine the step's partials into one record (values stay on the device) and reset."""

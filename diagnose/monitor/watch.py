@@ -251,6 +251,9 @@ class Watch:
                         self.buffer.add_count(step, layer, count)
             if plan.sampled and self._observed:
                 self.buffer.add(self._outputs.end_step(step, self.layers.device))
+                order = self._outputs.forward_order()
+                if order is not None:
+                    self.writer.set_meta(forward_order=order)
         self._begin_step(step + 1)
         if self.schedule.step_done():
             self.flush()

@@ -62,7 +62,9 @@ def summary(run: Run, data: RunData) -> dict[str, Any]:
         "verdict": evaluation.verdict,
         "findings": [{"severity": f.severity, "kind": f.kind, "layer": f.layer,
                       "steps": f"{f.steps[0]}-{f.steps[1]}" if f.steps else "", "message": f.message,
-                      "remedy": f.remedy, "evidence": {k: _fmt(v) for k, v in f.evidence.items()}}
+                      "support": f.support, "remedy": f.remedy,
+                      "evidence": {k: _fmt(v) for k, v in f.evidence.items()
+                                   if k not in ("supporting_steps", "judged_steps")}}
                      for f in evaluation.findings],
         "not_evaluated": [{"rule": rule, "why": why} for rule, why in evaluation.skipped],
         "final": final,

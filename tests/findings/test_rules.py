@@ -47,17 +47,20 @@ def data(layer_stats=None, loss=None, val=None, meta=None, train=None):
 
 def test_every_rule_is_registered():
     assert set(RULES) == {"vanishing_gradient", "exploding_gradient", "dead_units", "saturation", "nonfinite",
-                          "divergence", "overfitting", "stalled_learning_rate", "loss_plateau"}
+                          "divergence", "overfitting", "stalled_learning_rate", "loss_plateau", "loss_spike"}
 
 
 # -- vanishing ----------------------------------------------------------------------------------
 def test_vanishing_lists_every_affected_layer_once():
     n = 20
-    run = data(stats({"fc1": {"grad_norm": [1e-4] * n}, "fc2": {"grad_norm": [5e-4] * n},
+    # the typical layer is the 75th percentile of the four: 1e-2 + 0.75 * (1 - 1e-2) = 0.2575
+    run = data(stats({"fc1": {"grad_norm": [1e-4] * n}, "fc2": {"grad_norm": [2e-4] * n},
                       "fc3": {"grad_norm": [1e-2] * n}, "out": {"grad_norm": [1.0] * n}}))
     [f] = RULES["vanishing_gradient"](run)
     assert f.layer == "fc1" and set(f.evidence["layers"]) == {"fc1", "fc2"} and f.severity == "warning"
-    assert f.evidence["reference_layer"] == "out"
+    assert f.evidence["typical"] == pytest.approx(0.2575)
+    assert f.evidence["layers"]["fc2"] == pytest.approx(2e-4 / 0.2575)
+    assert (f.evidence["supporting_steps"], f.evidence["judged_steps"]) == (16, 16)  # after the 20 % warm-up
 
 
 def test_vanishing_boundary_and_persistence():
@@ -99,8 +102,8 @@ def test_exploding_from_update_ratio_and_from_growth():
      saturation_rule.SATURATION_CRITICAL)])
 def test_fraction_rules_thresholds(rule_name, column, module, warn, crit):
     n = 10
-    run = data(stats({"act1": {column: [warn - 0.01] * n}, "act2": {column: [warn] * n},
-                      "act3": {column: [crit] * n}}))
+    run = data(stats({"act1": {column: [warn] * n}, "act2": {column: [warn + 0.01] * n},
+                      "act3": {column: [crit] * n}}))  # more than the warning threshold
     found = {f.layer: f.severity for f in RULES[rule_name](run)}
     assert found == {"act2": "warning", "act3": "critical"}
 

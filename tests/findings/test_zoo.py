@@ -18,6 +18,10 @@ def test_pathology_is_found(tmp_path, kind):
     assert f.severity in ("warning", "critical")
     assert f.layer == layer
     assert f.message and f.remedy and f.evidence and f.steps is not None
+    if kind in ("vanishing_gradient", "exploding_gradient", "dead_units", "saturation"):
+        # per-layer findings say how many sampled steps they rest on
+        assert f.evidence["supporting_steps"] >= 0.8 * f.evidence["judged_steps"] >= 4
+        assert f.support == f"{f.evidence['supporting_steps']} of {f.evidence['judged_steps']} sampled steps"
 
 
 @pytest.mark.slow

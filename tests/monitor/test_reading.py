@@ -30,7 +30,7 @@ def record(run_dir, steps=12, every=1, **kwargs):
     torch.manual_seed(0)
     model = dg.mlp(4, [8], 2)
     with torch.no_grad():
-        model.fc1.bias[:4].fill_(-50.0)  # half the units dead: something for the findings to find
+        model.fc1.bias[:6].fill_(-50.0)  # 6 of 8 units dead: something for the findings to find
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
     with dg.watch(model, opt, run_dir, every=every, **kwargs) as run:

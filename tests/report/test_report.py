@@ -66,6 +66,15 @@ def watched(run_dir, model, steps=12, **kwargs):
     return run_dir
 
 
+def test_a_finding_says_how_many_sampled_steps_support_it(tmp_path):
+    model = dg.mlp(4, [8], 2)
+    with torch.no_grad():
+        model.fc1.bias.fill_(-50.0)  # every hidden unit dead
+    html = dg.report(watched(tmp_path / "run", model, steps=20), out=tmp_path / "r.html").read_text()
+    assert "Verdict: <span class=\"verdict failing\">failing" in html
+    assert "Supported by 8 of 8 sampled steps." in html  # 10 sampled steps, the first 2 a warm-up
+
+
 def test_a_run_without_model_or_validation_says_what_is_missing(tmp_path):
     out = dg.report(watched(tmp_path / "run", dg.mlp(4, [8], 2)), out=tmp_path / "r.html")
     html = out.read_text()

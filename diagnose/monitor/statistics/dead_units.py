@@ -1,5 +1,11 @@
 """dead_frac: the fraction of a rectifier's units that produced no positive output in the window.
 
+Only activations with a flat zero region are rectifiers here (ReLU, ReLU6, ReLU squared): a unit
+whose inputs all fall in that region gets exactly zero gradient and cannot recover ("dying ReLU").
+GELU, SiLU, Mish, ELU and the leaky variants have no flat region: a unit that is negative for every
+example still gets a gradient and moves, so "no positive output" is not death for them and they
+are not counted.
+
 A unit is a feature: the channel of an image-like output (N, C, H, W[, D]), the last dimension
 of a 2-d or sequence output (N, F) / (N, L, F). A unit is dead over the window when its largest
 output, over every example and position of every forward pass of the recorded step, is <= 0.
@@ -19,11 +25,16 @@ from torch import nn
 
 from diagnose.monitor.statistics.base import Observation, OutputStatistic, register_statistic
 
-# Activations whose output is <= 0 exactly where the unit passes (almost) no signal.
-RECTIFIERS: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Hardswish,
-)
+# Activations that are exactly zero, with zero derivative, on all inputs <= 0.
+RECTIFIERS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+# The same, from libraries this package does not import (matched by class name): transformers'
+# "relu2" activation.
+RECTIFIER_NAMES = frozenset({"ReLUSquaredActivation"})
+
+
+def is_rectifier(module: nn.Module) -> bool:
+    """Whether ``module`` has a flat zero region (see the module docstring)."""
+    return isinstance(module, RECTIFIERS) or type(module).__name__ in RECTIFIER_NAMES
 
 
 def unit_dim(output: torch.Tensor) -> int:
@@ -40,7 +51,7 @@ class DeadUnits(OutputStatistic):
     single_tensor_only = True
 
     def applies_to(self, module: nn.Module) -> bool:
-        return isinstance(module, RECTIFIERS)
+        return is_rectifier(module)
 
     def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
         if output.ndim == 0:

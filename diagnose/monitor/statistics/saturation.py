@@ -2,7 +2,9 @@
 
 In the tails the derivative is (near) zero, so little gradient flows back (Glorot & Bengio, 2010,
 watched exactly this for sigmoid and tanh layers). The thresholds below put the derivative under
-about 2-4 % of its peak.
+about 2-4 % of its peak. Covered: the sigmoid and tanh families (Sigmoid, Tanh, Softsign,
+Hardsigmoid, Hardtanh), the upper bound of ReLU6 (its zero region is a rectifier's, counted by
+dead_frac), and clipped activations such as transformers' ``ClippedGELUActivation``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ def _tail_test(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | No
         return lambda y: (y - 0.5).abs() > 0.5 - SIGMOID_TAIL
     if isinstance(module, nn.Hardsigmoid):
         return lambda y: (y <= 0) | (y >= 1)
-    if isinstance(module, nn.Hardtanh):  # ReLU6 too: both of its flat regions pass no gradient
+    if isinstance(module, nn.ReLU6):  # before Hardtanh, its base class: only the upper bound saturates
+        return lambda y: y >= 6.0
+    if isinstance(module, nn.Hardtanh):
         lo, hi = module.min_val, module.max_val
+        return lambda y: (y <= lo) | (y >= hi)
+    if type(module).__name__ == "ClippedGELUActivation":  # transformers' gelu_10: clipped to [min, max]
+        lo, hi = float(getattr(module, "min", -10.0)), float(getattr(module, "max", 10.0))
         return lambda y: (y <= lo) | (y >= hi)
     return None
 

@@ -223,6 +223,13 @@ class RunData:
     def _types(self) -> dict[str, str]:
         return {e.get("name"): e.get("type") for e in (self.meta.get("model") or {}).get("layers", [])}
 
+    def finite_loss(self, min_points: int) -> pd.Series:
+        """The training loss without its NaN/Inf steps (the nonfinite rule reports those); a Skip
+        when it was logged at fewer than ``min_points`` steps."""
+        if len(self.loss) < min_points:
+            raise Skip(f"needs a training loss logged at >= {min_points} steps (run.log(loss=...))")
+        return self.loss[np.isfinite(self.loss.to_numpy())]
+
     def layer_type(self, layer: str) -> str | None:
         """The module class of a layer, from the model summary in the metadata."""
         return self._types.get(layer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from diagnose.findings.base import Finding, RunData, Skip, fmt, initial_level, noise, rule, smooth
+from diagnose.findings.base import Finding, RunData, fmt, initial_level, noise, rule, smooth
 
 # The smoothed loss ends at least 2x above its best, and the rise is large next to what training
 # had gained (a quarter of the fall from the start to the best), and it is a trend, not noise:
@@ -25,9 +25,7 @@ REMEDY = "Lower the learning rate (try 3-10x smaller), clip gradients, or add a 
 @rule("divergence")
 def divergence(run: RunData) -> list[Finding]:
     loss = run.loss
-    if len(loss) < MIN_POINTS:
-        raise Skip(f"needs a training loss logged at >= {MIN_POINTS} steps (run.log(loss=...))")
-    finite = loss[np.isfinite(loss.to_numpy())]
+    finite = run.finite_loss(MIN_POINTS)
     if len(finite) < MIN_POINTS:
         return []  # the loss went non-finite at once: the nonfinite finding says where
     curve = smooth(finite)

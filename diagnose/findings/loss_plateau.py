@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diagnose.findings.base import Finding, RunData, Skip, fmt, initial_level, noise, rule, smooth
+from diagnose.findings.base import Finding, RunData, fmt, initial_level, noise, rule, smooth
 
 # Over the last 30 % of the run the loss moves by less than 1 % (the change of a straight line
 # fitted through it: noise averages out of the fit, so a noisy loss can still be found flat and a
@@ -23,10 +23,7 @@ REMEDY = ("Try a learning-rate schedule or a larger learning rate, add momentum,
 
 @rule("loss_plateau")
 def loss_plateau(run: RunData) -> list[Finding]:
-    loss = run.loss
-    if len(loss) < MIN_POINTS:
-        raise Skip(f"needs a training loss logged at >= {MIN_POINTS} steps")
-    loss = loss[np.isfinite(loss.to_numpy())]
+    loss = run.finite_loss(MIN_POINTS)
     if len(loss) < MIN_POINTS:
         return []  # the loss went non-finite: the nonfinite finding says where
     curve = smooth(loss)

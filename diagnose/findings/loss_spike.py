@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from diagnose.findings.base import Finding, RunData, Skip, fmt, rule
+from diagnose.findings.base import Finding, RunData, fmt, rule
 
 WINDOW = 20
 BASELINE = 5
@@ -38,10 +38,9 @@ REMEDY = ("Lower the peak learning rate or lengthen its warm-up, clip gradients 
 
 @rule("loss_spike")
 def loss_spike(run: RunData) -> list[Finding]:
-    loss = run.loss
-    loss = loss[np.isfinite(loss.to_numpy())]
+    loss = run.finite_loss(MIN_POINTS)
     if len(loss) < MIN_POINTS:
-        raise Skip(f"needs a training loss logged at >= {MIN_POINTS} steps")
+        return []  # the loss went non-finite: the nonfinite finding says where
     values = loss.to_numpy(dtype=float)
     series = pd.Series(values)
     baseline = series.rolling(BASELINE).median().shift(1)

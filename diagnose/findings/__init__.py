@@ -17,6 +17,7 @@ from diagnose.findings import (  # noqa: F401 - importing a rule's module regist
     exploding_gradient,
     loss_plateau,
     loss_spike,
+    no_steps,
     nonfinite,
     overfitting,
     saturation,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 ROOT_NAME = "(model)"  # the layer name of the model itself (its named_modules() name is "")
+# torch.nn.utils.parametrize moves a parametrized weight into "<module>.parametrizations.<name>":
+# those parameters are the module's (weight_norm's direction and magnitude are one weight).
+_PARAMETRIZATIONS = re.compile(r"(^|\.)parametrizations(\..*)?$")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def layer_name(name: str) -> str:
@@ -15,27 +20,61 @@ def layer_name(name: str) -> str:
     return name or ROOT_NAME
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module whose layers are recorded: a ``torch.compile``d model's original, so layer names
+    do not gain an ``_orig_mod.`` prefix."""
+    return getattr(model, "_orig_mod", model)
+
+
+def is_parametrization(name: str) -> bool:
+    """Whether a ``named_modules()`` name lies inside a ``parametrizations`` container."""
+    return _PARAMETRIZATIONS.search(name) is not None
+
+
+def dense(tensor: torch.Tensor) -> torch.Tensor:
+    """The values of a tensor as a dense tensor with the same L2 norm: a sparse gradient (an
+    ``nn.Embedding(sparse=True)``) becomes the values of its coalesced form."""
+    return tensor.coalesce().values() if tensor.is_sparse else tensor
+
+
+def foreach_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of each tensor, as float32: fused ``_foreach_norm`` per dtype (half and bfloat16
+    accumulate in float32, float64 in float64), sparse tensors by their values."""
+    tensors = [dense(t) for t in tensors]
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    if len(by_dtype) == 1 and tensors[0].dtype not in _LOW_PRECISION:
+        return torch.stack(torch._foreach_norm(tensors)).float()
+    out: list[torch.Tensor] = [torch.empty(0)] * len(tensors)
+    for dtype, indices in by_dtype.items():
+        group = [tensors[i] for i in indices]
+        norms = torch._foreach_norm(group, 2, dtype=torch.float32) if dtype in _LOW_PRECISION \
+            else torch._foreach_norm(group)
+        for i, norm in zip(indices, norms):
+            out[i] = norm.float()
+    return torch.stack(out)
+
+
 class LayerParams:
     """Parameters grouped by owning module (``parameters(recurse=False)``), in ``named_modules`` order.
 
-    A parameter shared by several modules belongs to the first that owns it.
+    A parameter shared by several modules belongs to the first that owns it; the parameters of a
+    parametrization (weight_norm, spectral_norm) belong to the module it parametrizes.
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.names: list[str] = []
-        self.modules: list[nn.Module] = []
-        self.params: list[nn.Parameter] = []
-        owner: list[int] = []
+        groups: dict[str, list[nn.Parameter]] = {}
         seen: set[int] = set()
-        for name, module in model.named_modules():
+        for name, module in unwrap(model).named_modules():
             own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
             if not own:
                 continue
             seen.update(id(p) for p in own)
-            self.names.append(layer_name(name))
-            self.modules.append(module)
-            owner.extend([len(self.names) - 1] * len(own))
-            self.params.extend(own)
+            groups.setdefault(layer_name(_PARAMETRIZATIONS.sub("", name)), []).extend(own)
+        self.names: list[str] = list(groups)
+        self.params: list[nn.Parameter] = [p for group in groups.values() for p in group]
+        owner = [i for i, group in enumerate(groups.values()) for _ in group]
         self.device = self.params[0].device if self.params else torch.device("cpu")
         self.owner_ids: list[int] = owner  # on the host: statistics read it without a device copy
         self.owner = torch.tensor(owner, dtype=torch.long, device=self.device)
@@ -59,7 +98,7 @@ class LayerParams:
         """Per-layer L2 norm of per-parameter tensors (one fused ``_foreach_norm``)."""
         if not tensors:
             return torch.zeros(len(self.names), device=self.device)
-        squares = torch.stack(torch._foreach_norm(list(tensors))).float().pow_(2)
+        squares = foreach_norms(list(tensors)).pow_(2)
         return self.sum_per_layer(squares, owner).sqrt_()
 
     def grads(self) -> tuple[list[torch.Tensor], torch.Tensor]:

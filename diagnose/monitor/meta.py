@@ -11,7 +11,9 @@ from torch import nn
 
 
 def model_summary(model: nn.Module) -> dict[str, Any]:
-    """Layers (qualified name, type, own parameter count) and parameter totals."""
+    """Layers (qualified name, type, own parameter count) and parameter totals (of a compiled
+    model's original: names without ``_orig_mod.``)."""
+    model = getattr(model, "_orig_mod", model)
     layers = [{"name": name, "type": type(m).__name__,
                "params": sum(p.numel() for p in m.parameters(recurse=False))}
               for name, m in model.named_modules() if name]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diagnose.monitor.layers import LayerParams
+from diagnose.monitor.layers import LayerParams, dense
 from diagnose.monitor.statistics.base import StepContext
 
 INPUT_NAME = "(input)"
@@ -96,7 +96,7 @@ class NonFiniteTracker:
             per_layer = np.zeros(len(ctx.layers))
             for g, norm, layer in zip(ctx.grads, grad_norms.tolist(), owner):  # host sync
                 if not math.isfinite(norm):
-                    per_layer[layer] += float(count_nonfinite(g))  # host sync
+                    per_layer[layer] += float(count_nonfinite(dense(g)))  # host sync
         return outputs, per_layer
 
     def counted(self, ctx: StepContext | None, observed: Sequence[Any],

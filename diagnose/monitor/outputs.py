@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from diagnose.monitor.buffer import OutputRecord
-from diagnose.monitor.layers import layer_name
+from diagnose.monitor.layers import is_parametrization, layer_name, unwrap
 from diagnose.monitor.statistics import OutputStatistic
 
 # Modules that cannot turn finite inputs into NaN/Inf: never the origin of a non-finite value,
@@ -53,13 +53,25 @@ class Observed:
         self.can_originate = not isinstance(module, PROPAGATE_ONLY)
 
 
-def observed_modules(model: nn.Module, statistics: Sequence[OutputStatistic]) -> list[Observed]:
-    """Leaf modules and modules that own parameters, in ``named_modules`` order."""
+def is_noop(module: nn.Module) -> bool:
+    """A module that returns its input unchanged: ``nn.Identity``, dropout with ``p=0`` (timm and
+    transformers fill models with them; their output is their input's, already recorded)."""
+    return isinstance(module, nn.Identity) or (isinstance(module, nn.modules.dropout._DropoutNd) and module.p == 0)
+
+
+def observed_modules(model: nn.Module, statistics: Sequence[OutputStatistic],
+                     noops: bool = False) -> list[Observed]:
+    """Leaf modules and modules that own parameters, in ``named_modules`` order (of a compiled
+    model's original). Left out: a parametrization's modules (their output is a weight, not an
+    activation: the parametrized module is the layer), and modules that do nothing unless ``noops``."""
     observed: list[Observed] = []
-    for name, module in model.named_modules():
+    for name, module in unwrap(model).named_modules():
+        if is_parametrization(name) or (not noops and is_noop(module)):
+            continue
         is_leaf = next(iter(module.children()), None) is None
         owns = next(iter(module.parameters(recurse=False)), None) is not None
-        if is_leaf or owns:
+        parametrized = hasattr(module, "parametrizations")
+        if is_leaf or owns or parametrized:
             stats = [(i, s) for i, s in enumerate(statistics) if s.applies_to(module)]
             observed.append(Observed(len(observed), layer_name(name), module, stats))
     return observed

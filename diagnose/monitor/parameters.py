@@ -3,8 +3,11 @@ and the one copy of the parameters some optimizers need for the update.
 
 Memory: for SGD (plain or with momentum, no weight decay, not Nesterov) the update comes in
 closed form (``sgd_update.py``) and nothing is copied. Every other optimizer keeps **one copy of
-the parameters** for the whole run, allocated at the first sampled step and refreshed before
-each one, so that the step's update can be measured; its cost is one ``_foreach_copy_``.
+the parameters** for the whole run, allocated at the first sampled step and refreshed right
+before each sampled ``optimizer.step()`` (its pre-step hook), so that the update measured is the
+optimizer's own: weights the user changes between steps (a WGAN's clipping) are not counted as
+part of it. Its cost is one ``_foreach_copy_``. Without an optimizer (``run.step()``) the copy is
+taken when the step starts.
 """
 
 from __future__ import annotations
@@ -33,21 +36,30 @@ class ParameterStatistics:
         self._weights_before: torch.Tensor | None = None
 
     def begin_step(self, step: int) -> None:
-        """A sampled step starts: copy the parameters if the update must be measured against them."""
-        if self.needs_snapshot and not sgd_update.supports(self.optimizer):
-            params = [p.detach() for p in self.layers.params]
-            if self._snapshot is None:
-                self._snapshot = [torch.empty_like(p) for p in params]
-            with torch.no_grad():
-                torch._foreach_copy_(self._snapshot, params)
-            self._snapshot_step = step
+        """A sampled step starts: without an optimizer (no pre-step hook), copy the parameters now."""
+        if self.optimizer is None:
+            self._copy(step)
 
-    def before_update(self) -> None:
-        """``optimizer.step()`` is about to run on a sampled step: with SGD's closed-form update no
-        copy was taken, so measure the weights before they move."""
-        if self.needs_snapshot and sgd_update.supports(self.optimizer):
+    def before_update(self, step: int) -> None:
+        """``optimizer.step()`` is about to run on a sampled step: copy the parameters the update
+        will move, or with SGD's closed-form update just measure their norms."""
+        if not self.needs_snapshot:
+            return
+        if sgd_update.supports(self.optimizer):
             with torch.no_grad():
                 self._weights_before = self.layers.norms([p.detach() for p in self.layers.params])
+        else:
+            self._copy(step)
+
+    def _copy(self, step: int) -> None:
+        if not self.needs_snapshot:
+            return
+        params = [p.detach() for p in self.layers.params]
+        if self._snapshot is None:
+            self._snapshot = [torch.empty_like(p) for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(self._snapshot, params)
+        self._snapshot_step = step
 
     def end_step(self, step: int) -> tuple[StepContext, list[ParameterRecord]]:
         """The step's records, one per statistic (values stay on the device), and the context the

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from diagnose.monitor.layers import LayerParams
+from diagnose.monitor.layers import LayerParams, foreach_norms
 
 
 def supports(optimizer: torch.optim.Optimizer | None) -> bool:
@@ -40,7 +40,7 @@ def sgd_update_norms(optimizer: torch.optim.SGD, layers: LayerParams) -> torch.T
     if not tensors:
         return torch.zeros(len(layers), device=layers.device)
     device = layers.device
-    norms = torch.stack(torch._foreach_norm(tensors)).float().to(device)
+    norms = foreach_norms(tensors).to(device)
     scaled = norms * torch.tensor(rates, device=device)
     owner = torch.tensor(owners, dtype=torch.long, device=device)
     return layers.sum_per_layer(scaled.square(), owner).sqrt_()

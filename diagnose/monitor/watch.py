@@ -27,8 +27,12 @@ a flush        the buffered values copied to the host and   one copy per device;
 A flush comes every ``flush_every`` steps or ``flush_seconds``, whichever is first.
 
 How it stays neutral: hooks return nothing, work on detached tensors, never touch the RNG, modes
-or ``requires_grad``; every handle is removed on exit, also on error (``hooks.py``). A statistic
-that raises is recorded in ``meta["errors"]``, logged once, and skipped from then on.
+or ``requires_grad``; every handle is removed on exit, also on error (``hooks.py``). Nothing the
+watch does can raise into the training loop: a statistic that raises is recorded in
+``meta["errors"]``, logged once and skipped from then on; any other failure inside a hook, the step
+hook, the buffer or a flush is recorded and logged once the same way (``meta["missing_statistics"]``
+says which columns it cost); the store never raises (``store.py``). Forward passes that
+activation checkpointing replays during the backward pass are not counted twice.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from diagnose.monitor.meta import distributed_rank, model_summary, now, optimize
 from diagnose.monitor.nonfinite import INPUT_NAME, NonFiniteTracker
 from diagnose.monitor.outputs import Observed, OutputStatistics, observed_modules, output_tensors
 from diagnose.monitor.parameters import ParameterStatistics
-from diagnose.monitor.schedule import Schedule
+from diagnose.monitor.schedule import Schedule, StepPlan
 from diagnose.monitor.statistics import (
     OutputStatistic,
     ParameterStatistic,
@@ -93,6 +97,8 @@ class Watch:
             ``diagnose report``/``diagnose explain`` can explain it from the run directory.
         sample: inputs, or an ``(X, y)`` pair, to keep with the run (up to 1000 rows).
         feature_names / class_names: names saved with the sample.
+        observe_noops: also record modules that return their input (``nn.Identity``,
+            ``Dropout(p=0)``), left out by default.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class Watch:
         parameter_statistics: Sequence[ParameterStatistic] | None = None, track_nonfinite: bool = True,
         meta: dict[str, Any] | None = None, save_model: bool = False, sample: Any = None,
         feature_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
+        observe_noops: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -122,7 +129,7 @@ class Watch:
         self.output_statistics = list(default_output_statistics() if output_statistics is None else output_statistics)
         self.parameter_statistics = list(default_parameter_statistics() if parameter_statistics is None
                                          else parameter_statistics)
-        self._observed = observed_modules(model, self.output_statistics)
+        self._observed = observed_modules(model, self.output_statistics, noops=observe_noops)
         self.nonfinite = NonFiniteTracker() if track_nonfinite else None
         self._errors: dict[str, str] = {}
         self._outputs = OutputStatistics(self._observed, self._fail, self._errors.__contains__)
@@ -143,6 +150,8 @@ class Watch:
         self.buffer = Buffer()
         self.hooks = Hooks()
         self._closed = False
+        self._forward_passes = 0
+        self._forward_since_step = False  # a training forward pass of the step in progress ran
         try:
             self._attach()
             self._begin_step(self.start_step)
@@ -172,40 +181,58 @@ class Watch:
         checked = self._checked(obs)
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if not (module.training or torch.is_grad_enabled()):
-                return  # an evaluation pass (eval mode under no_grad) is not the step's
-            if type(output) is torch.Tensor:
-                tensors = [output.detach()] if output.is_floating_point() else []
-            else:
-                tensors = [t.detach() for t in output_tensors(output)]
-            if not tensors:
-                return
-            total = self.nonfinite.check(obs.name, tensors) if checked and self.nonfinite else None
-            if self._plan.sampled:
-                with torch.no_grad():
-                    if self.nonfinite is not None:
-                        self.nonfinite.keep_for_count(obs.index, tensors,
-                                                      self.nonfinite.total(tensors) if total is None else total)
-                    self._outputs.add(obs, output, tensors)
+            try:
+                if not (module.training or torch.is_grad_enabled()) or _in_backward():
+                    return  # an evaluation pass, or checkpointing replaying a forward: not the step's
+                if type(output) is torch.Tensor:
+                    tensors = [output.detach()] if output.is_floating_point() else []
+                else:
+                    tensors = [t.detach() for t in output_tensors(output)]
+                if not tensors:
+                    return
+                total = self.nonfinite.check(obs.name, tensors) if checked and self.nonfinite else None
+                if self._plan.sampled:
+                    with torch.no_grad():
+                        if self.nonfinite is not None:
+                            self.nonfinite.keep_for_count(obs.index, tensors,
+                                                          self.nonfinite.total(tensors) if total is None else total)
+                        self._outputs.add(obs, output, tensors)
+            except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
+                self._internal("a forward hook", err)
         return hook
 
     def _on_forward_start(self, module: nn.Module, args: Any) -> None:
-        if not (module.training or torch.is_grad_enabled()):
-            return
-        self._outputs.new_forward()
-        if self.nonfinite is not None:
-            first = args[0] if args else None
-            inputs = [first] if type(first) is torch.Tensor and first.is_floating_point() else output_tensors(args)
-            if inputs:
-                self.nonfinite.check(INPUT_NAME, [inputs[0].detach()])
+        try:
+            if not (module.training or torch.is_grad_enabled()) or _in_backward():
+                return
+            self._forward_passes += 1
+            self._forward_since_step = True
+            self._outputs.new_forward()
+            if self.nonfinite is not None:
+                first = args[0] if args else None
+                inputs = [first] if type(first) is torch.Tensor and first.is_floating_point() else output_tensors(args)
+                if inputs:
+                    self.nonfinite.check(INPUT_NAME, [inputs[0].detach()])
+        except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
+            self._internal("the forward pre-hook", err)
 
     def _on_optimizer_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._plan.sampled:
-            self._parameters.before_update()
+        try:
+            if self._plan.sampled:
+                self._parameters.before_update(self._step)
+        except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
+            self._internal("the optimizer pre-step hook", err)
 
     def _fail(self, key: str, err: Exception) -> None:
         self._errors[key] = f"{type(err).__name__}: {err}"
         log.warning("diagnose.watch: statistic %s failed (%s); it is skipped from now on", key, err)
+
+    def _internal(self, site: str, err: Exception) -> None:
+        """A failure of the watch itself, outside a statistic: recorded and logged once per place,
+        never raised into the training loop."""
+        key = f"watch: {site}"
+        if key not in self._errors:
+            self._fail(key, err)
 
     # -- steps --------------------------------------------------------------------------------
     @property
@@ -221,21 +248,34 @@ class Watch:
         self._end_step()
 
     def _begin_step(self, step: int) -> None:
-        """Before a step: its plan; on a sampled step every module hooked, and the parameters
-        copied if a statistic needs them (the update is measured against this copy)."""
+        """Before a step: its plan; on a sampled step every module hooked (and, without an
+        optimizer, the parameters copied: the update is measured against the copy)."""
         self._step, self._plan = step, self.schedule.plan(step)
+        self._forward_since_step = False
         if not self._plan.sampled:
             return
-        if not self.hooks.attached("sampled"):
-            for obs in self._observed:
-                if not self._checked(obs):
-                    self.hooks.add("sampled", obs.module.register_forward_hook(self._hook(obs)))
-        self._parameters.begin_step(step)
+        try:
+            if not self.hooks.attached("sampled"):
+                for obs in self._observed:
+                    if not self._checked(obs):
+                        self.hooks.add("sampled", obs.module.register_forward_hook(self._hook(obs)))
+            self._parameters.begin_step(step)
+        except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
+            self._internal("the start of a step", err)
 
     def _end_step(self) -> None:
         if self._closed:
             raise RuntimeError("this watch is closed; its hooks should have been removed")
-        step, plan = self._step, self._plan
+        step = self._step
+        try:
+            self._record_step(step, self._plan)
+        except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
+            self._internal("the optimizer step hook", err)
+        self._begin_step(step + 1)
+        if self.schedule.step_done():
+            self.flush()
+
+    def _record_step(self, step: int, plan: StepPlan) -> None:
         with torch.no_grad():
             ctx = None
             if plan.sampled:
@@ -254,9 +294,6 @@ class Watch:
                 order = self._outputs.forward_order()
                 if order is not None:
                     self.writer.set_meta(forward_order=order)
-        self._begin_step(step + 1)
-        if self.schedule.step_done():
-            self.flush()
 
     def _end_checks(self, step: int) -> None:
         if self.nonfinite is None:
@@ -270,10 +307,13 @@ class Watch:
         """Record scalars (loss, metrics, learning rate). Tensors stay on their device until the
         next flush, so logging costs no host sync.
 
-        ``step`` defaults to the last completed optimizer step (the one a loss logged right after
-        ``optimizer.step()`` belongs to), or the first step if none has completed.
+        ``step`` defaults to the step the value belongs to: the step in progress once its forward
+        pass ran (a loss logged between micro-batches of gradient accumulation), else the last
+        completed step (a loss logged right after ``optimizer.step()``).
         """
-        self.buffer.log(max(self._step - 1, self.start_step) if step is None else step, values)
+        if step is None:
+            step = self._step if self._forward_since_step else max(self._step - 1, self.start_step)
+        self.buffer.log(step, values)
 
     def set_meta(self, **items: Any) -> None:
         """Store extra metadata with the run (JSON-serializable values)."""
@@ -282,7 +322,13 @@ class Watch:
     # -- flushing -----------------------------------------------------------------------------
     def flush(self) -> None:
         """Copy the buffered statistics to the host (one transfer per device) and hand them to the
-        store's writer thread."""
+        store's writer thread. Never raises: a failure costs those rows, recorded in the run."""
+        try:
+            self._flush()
+        except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
+            self._internal("a flush", err)
+
+    def _flush(self) -> None:
         self.schedule.flushed()
         rows = self.buffer.drain()
         for first in rows.first_nonfinite:
@@ -321,13 +367,34 @@ class Watch:
                                                              "closed with complete=False)")
         try:
             self.hooks.remove()
-            self._end_checks(self._step)  # a forward pass after the last step
+            try:
+                self._end_checks(self._step)  # a forward pass after the last step
+            except Exception as err:  # noqa: BLE001 - the run is still closed and written
+                self._internal("the last checks", err)
             self.flush()
-            self.writer.set_meta(end_time=now(), steps=self._step, errors=self._errors,
+            counted = self._step - self.start_step
+            if counted == 0 and self._forward_passes:
+                log.warning("diagnose.watch: %d forward passes but no step was counted in %s: pass the optimizer to "
+                            "dg.watch, or call run.step() after each step", self._forward_passes, self.run_dir)
+            self.writer.set_meta(end_time=now(), steps=self._step, steps_counted=counted,
+                                 forward_passes=self._forward_passes, errors=self._errors,
+                                 missing_statistics=self._missing_statistics(),
                                  first_nonfinite=self.nonfinite.first if self.nonfinite else None)
             self._save_artifacts()
         finally:
             self.writer.close(complete=complete)
+
+    def _missing_statistics(self) -> list[str]:
+        """The columns a failure cost, partly or wholly: those of statistics that raised; the
+        output statistics' when a forward hook failed; every column when another part did."""
+        statistics = [*self.output_statistics, *self.parameter_statistics]
+        sites = {key[len("watch: "):] for key in self._errors if key.startswith("watch: ")}
+        failed = {key.split("@")[0] for key in self._errors if not key.startswith("watch: ")}
+        if sites - {"a forward hook", "the forward pre-hook"}:
+            return sorted({c for s in statistics for c in s.columns} | {"nonfinite"})
+        if sites:
+            failed |= {type(s).__name__ for s in self.output_statistics}
+        return sorted({c for s in statistics if type(s).__name__ in failed for c in s.columns})
 
     def _save_artifacts(self) -> None:
         if self.save_model or self.sample is not None:
@@ -346,6 +413,12 @@ class Watch:
 
     def __repr__(self) -> str:
         return f"Watch(run_dir={str(self.run_dir)!r}, step={self._step}, every={self.every})"
+
+
+def _in_backward() -> bool:
+    """Whether autograd is running a backward pass now: a forward seen then is activation
+    checkpointing recomputing what it did not keep (reentrant or not), already counted."""
+    return torch._C._current_autograd_node() is not None
 
 
 # ``dg.watch(model, optimizer, run_dir=...)`` constructs the context manager (shared/API.md §1).

@@ -47,7 +47,8 @@ def data(layer_stats=None, loss=None, val=None, meta=None, train=None):
 
 def test_every_rule_is_registered():
     assert set(RULES) == {"vanishing_gradient", "exploding_gradient", "dead_units", "saturation", "nonfinite",
-                          "divergence", "overfitting", "stalled_learning_rate", "loss_plateau", "loss_spike"}
+                          "divergence", "overfitting", "stalled_learning_rate", "loss_plateau", "loss_spike",
+                          "no_steps"}
 
 
 # -- vanishing ----------------------------------------------------------------------------------

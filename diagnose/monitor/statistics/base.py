@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagnose.monitor.layers import LayerParams
+from diagnose.monitor.layers import LayerParams, foreach_norms
 from diagnose.registry import Registry
 
 S = TypeVar("S", bound="Statistic")
@@ -117,7 +117,7 @@ class StepContext:
     def grad_param_norms(self) -> torch.Tensor:
         """The L2 norm of each present gradient (one fused kernel, shared by every statistic)."""
         if "grad_params" not in self._cache:
-            self._cache["grad_params"] = (torch.stack(torch._foreach_norm(self.grads)).float() if self.grads
+            self._cache["grad_params"] = (foreach_norms(self.grads) if self.grads
                                           else torch.zeros(0, device=self.layers.device))
         return self._cache["grad_params"]
 

@@ -1,45 +1,35 @@
 """eff_lr: the step size an adaptive optimizer currently applies to each layer.
 
-Read from the optimizer's own state, per element: lr / (sqrt(v) + eps) with v AdaGrad's
-accumulated sum (which only grows, so its step size collapses), RMSProp's moving average or
-Adam's bias-corrected second moment; for Adadelta lr * RMS[Δθ] / RMS[g] from its two moving
-averages. A layer's value is the median over its elements: a mean would be ruled by the few
-elements with the largest (or zero) second moments. Optimizers without such state (SGD,
-momentum) report their learning rate. Costs one pass and a median over the optimizer state, on
-sampled steps only.
+Read from the optimizer's own state: lr / (RMS + eps), where RMS is the layer's typical gradient
+scale as the optimizer sees it: the mean over its elements of sqrt(v), with v AdaGrad's
+accumulated sum (which only grows, so its step size collapses), RMSProp's moving average or the
+Adam family's bias-corrected second moment; for Adadelta lr * mean sqrt(E[Δθ²] + eps) /
+mean sqrt(E[g²] + eps). Only elements that ever received a gradient count (v > 0): an embedding
+table's unused rows would otherwise read as lr / eps. Optimizers without such state (SGD,
+momentum) report their learning rate.
+
+Cost: fused ``_foreach_norm`` passes over the optimizer state (the sum of sqrt(v) is the 1/2-norm's
+square root, the count of elements with v > 0 its 0-norm), on sampled steps only, no per-layer host
+read. (A per-layer median cost 70 % of an AdamW step at every=1.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 
 import torch
 
 from diagnose.monitor.statistics.base import Observation, ParameterStatistic, StepContext, register_statistic
 
-# optimizer class name -> (state key of the second moment, how the mean second moment maps to
-# a step size given the parameter group and the state)
-Rule = Callable[[torch.Tensor, dict, dict], torch.Tensor]
-
-
-def _adagrad(v: torch.Tensor, group: dict, state: dict) -> torch.Tensor:
-    return group["lr"] / (v.sqrt() + group["eps"])
-
-
-def _adam(v: torch.Tensor, group: dict, state: dict) -> torch.Tensor:
-    step = float(state["step"])
-    beta2 = group["betas"][1]
-    v_hat = v / (1 - beta2 ** step) if step > 0 else v
-    return group["lr"] / (v_hat.sqrt() + group["eps"])
-
-
-SECOND_MOMENT: dict[str, tuple[str, Rule]] = {
-    "Adagrad": ("sum", _adagrad),
-    "RMSprop": ("square_avg", _adagrad),
-    "Adam": ("exp_avg_sq", _adam),
-    "AdamW": ("exp_avg_sq", _adam),
-    "NAdam": ("exp_avg_sq", _adam),
-    "RAdam": ("exp_avg_sq", _adam),
+# optimizer class -> the state key of its second moment, and whether it is Adam's (bias-corrected)
+SECOND_MOMENT: dict[str, tuple[str, bool]] = {
+    "Adagrad": ("sum", False),
+    "RMSprop": ("square_avg", False),
+    "Adam": ("exp_avg_sq", True),
+    "AdamW": ("exp_avg_sq", True),
+    "NAdam": ("exp_avg_sq", True),
+    "RAdam": ("exp_avg_sq", True),
+    "SparseAdam": ("exp_avg_sq", True),
 }
 
 
@@ -53,13 +43,33 @@ class EffectiveLR(ParameterStatistic):
         out = torch.full((len(layers),), float("nan"), device=layers.device)
         if opt is None:
             return out.reshape(1, -1)
+        name = type(opt).__name__
         group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
-        per_layer: dict[int, list[tuple[torch.Tensor, dict, dict]]] = {}
-        for p, layer in zip(layers.params, layers.owner_ids):
-            if id(p) in group_of:
-                per_layer.setdefault(layer, []).append((p, group_of[id(p)], opt.state.get(p, {})))
-        for layer, items in per_layer.items():
-            out[layer] = _layer_step_size(type(opt).__name__, items)
+        rows = [(p, layer, group_of[id(p)], opt.state.get(p, {})) for p, layer in zip(layers.params, layers.owner_ids)
+                if id(p) in group_of]
+        if name == "Adadelta":
+            return _adadelta(rows, out).reshape(1, -1)
+        key, adam = SECOND_MOMENT.get(name, (None, False))
+        with_state = [(layer, group, state) for _, layer, group, state in rows if key is not None and key in state]
+        lr_of: dict[int, tuple[float, float]] = {}
+        for _, layer, group, _ in rows:
+            lr_of.setdefault(layer, (float(group["lr"]), float(group.get("eps", 0.0))))
+        if with_state:
+            v = [state[key] for _, _, state in with_state]
+            sums = torch.stack(torch._foreach_norm(v, 0.5)).float().sqrt()   # sum of sqrt(v) per tensor
+            counts = torch.stack(torch._foreach_norm(v, 0)).float()           # elements with v > 0
+            scale = torch.tensor([_bias_scale(group, state) if adam else 1.0 for _, group, state in with_state],
+                                 device=sums.device)
+            owner = torch.tensor([layer for layer, _, _ in with_state], device=sums.device)
+            rms = (layers.sum_per_layer(sums * scale, owner) / layers.sum_per_layer(counts, owner)).to(out.device)
+            lr = torch.tensor([lr_of.get(i, (math.nan, 0.0))[0] for i in range(len(layers))], device=out.device)
+            eps = torch.tensor([lr_of.get(i, (math.nan, 0.0))[1] for i in range(len(layers))], device=out.device)
+            has = torch.zeros(len(layers), dtype=torch.bool, device=out.device)
+            has[owner.to(out.device)] = True
+            out = torch.where(has, lr / (rms + eps), out)  # 0/0 (no element got a gradient yet) -> NaN
+        else:  # no second moment: the learning rate is the step size
+            for layer, (lr_value, _) in lr_of.items():
+                out[layer] = lr_value
         return out.reshape(1, -1)
 
     def oracle(self, obs: Observation) -> tuple[float, ...] | None:
@@ -68,34 +78,40 @@ class EffectiveLR(ParameterStatistic):
             return None
         group = next(g for g in opt.param_groups if any(p is obs.params[0] for p in g["params"]))
         lr, name = float(group["lr"]), type(opt).__name__
-        sizes = []
-        for p in obs.params:
-            state = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in opt.state.get(p, {}).items()}
-            if name == "Adadelta" and "acc_delta" in state:
-                eps = group["eps"]
-                sizes.append(lr * ((state["acc_delta"] + eps) / (state["square_avg"] + eps)).sqrt())
-            elif name in ("Adagrad", "RMSprop") and ("sum" in state or "square_avg" in state):
-                second = state["sum"] if "sum" in state else state["square_avg"]
-                sizes.append(lr / (second.sqrt() + group["eps"]))
-            elif name in ("Adam", "AdamW", "NAdam", "RAdam") and "exp_avg_sq" in state:
-                correction = 1 - group["betas"][1] ** float(state["step"])
-                sizes.append(lr / ((state["exp_avg_sq"] / correction).sqrt() + group["eps"]))
-            else:
-                return (lr,)
-        return (float(torch.cat([t.flatten() for t in sizes]).float().median()),)
+        states = [{k: v.double() if isinstance(v, torch.Tensor) else v for k, v in opt.state.get(p, {}).items()}
+                  for p in obs.params]
+        if name == "Adadelta" and all("acc_delta" in s for s in states):
+            eps = group["eps"]
+            got = torch.cat([(s["square_avg"] > 0).flatten() for s in states])
+            delta = torch.cat([(s["acc_delta"] + eps).sqrt().flatten() for s in states])[got]
+            grad = torch.cat([(s["square_avg"] + eps).sqrt().flatten() for s in states])[got]
+            return (float(lr * delta.mean() / grad.mean()),)
+        if name in SECOND_MOMENT and all(SECOND_MOMENT[name][0] in s for s in states):
+            key, adam = SECOND_MOMENT[name]
+            corrected = [s[key] / (1 - group["betas"][1] ** float(s["step"])) if adam else s[key] for s in states]
+            v = torch.cat([c.flatten() for c in corrected])
+            return (float(lr / (v[v > 0].sqrt().mean() + group["eps"])),)
+        return (lr,)
 
 
-def _layer_step_size(name: str, items: list[tuple[torch.Tensor, dict, dict]]) -> torch.Tensor | float:
-    """Median per-element step size of one layer, from its optimizer state."""
-    _, group, state = items[0]
-    states = [s for _, _, s in items]
-    if name == "Adadelta" and all("acc_delta" in s for s in states):
-        eps = group["eps"]
-        sizes = [group["lr"] * (s["acc_delta"] + eps).sqrt() / (s["square_avg"] + eps).sqrt() for s in states]
-        return torch.cat([t.flatten() for t in sizes]).median()
-    if name in SECOND_MOMENT:
-        key, rule = SECOND_MOMENT[name]
-        if all(key in s for s in states):
-            return torch.cat([rule(s[key], group, s).flatten() for s in states]).median()
-    lr = group["lr"]
-    return float(lr) if not isinstance(lr, torch.Tensor) else lr.detach().reshape(())
+def _bias_scale(group: dict, state: dict) -> float:
+    """1 / sqrt(1 - beta2^t): Adam's bias correction of sqrt(v) at step t."""
+    step = float(state["step"])
+    return 1.0 / math.sqrt(1 - group["betas"][1] ** step) if step > 0 else 1.0
+
+
+def _adadelta(rows: list, out: torch.Tensor) -> torch.Tensor:
+    """lr * mean sqrt(E[Δθ²] + eps) / mean sqrt(E[g²] + eps) per layer, over elements with E[g²] > 0."""
+    with_state = [(layer, group, state) for _, layer, group, state in rows if "acc_delta" in state]
+    if not with_state:
+        return out
+    by_layer: dict[int, list[tuple[dict, dict]]] = {}
+    for layer, group, state in with_state:
+        by_layer.setdefault(layer, []).append((group, state))
+    for layer, items in by_layer.items():  # Adadelta is rare: a loop over layers is fine here
+        eps, lr = items[0][0]["eps"], items[0][0]["lr"]
+        got = torch.cat([(s["square_avg"] > 0).flatten() for _, s in items])
+        delta = torch.cat([(s["acc_delta"] + eps).sqrt().flatten() for _, s in items])[got]
+        grad = torch.cat([(s["square_avg"] + eps).sqrt().flatten() for _, s in items])[got]
+        out[layer] = lr * delta.mean() / grad.mean() if got.any() else float("nan")
+    return out

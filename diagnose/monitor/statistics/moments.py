@@ -20,8 +20,10 @@ class ActivationMoments(OutputStatistic):
     width = 2
 
     def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
-        # the squared L2 norm is the sum of squares in one fused reduction
-        return (output.sum(dtype=torch.float32), torch.linalg.vector_norm(output, dtype=torch.float32).square())
+        # the squared L2 norm is the sum of squares in one fused reduction; half and bfloat16
+        # outputs accumulate in float32, float64 ones in float64
+        acc = torch.float64 if output.dtype == torch.float64 else torch.float32
+        return (output.sum(dtype=acc), torch.linalg.vector_norm(output, dtype=acc).square())
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
         if count == 0:

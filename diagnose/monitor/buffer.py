@@ -84,11 +84,11 @@ class ParameterRecord(Record):
         return self.values
 
     def unpack(self, values: np.ndarray, rows: Rows) -> None:
-        values = values.reshape(len(self.columns), -1)
+        table = values.reshape(len(self.columns), -1).T.tolist()  # Python floats, a row per layer
         for j, layer in enumerate(self.layers):
             if j not in self.missing:
-                for i, column in enumerate(self.columns):
-                    rows.put(self.step, layer, column, float(values[i, j]))
+                for column, value in zip(self.columns, table[j]):
+                    rows.put(self.step, layer, column, value)
 
 
 @dataclass
@@ -109,11 +109,12 @@ class OutputRecord(Record):
     def unpack(self, values: np.ndarray, rows: Rows) -> None:
         filled = self.template.copy()
         filled[self.device_at] = values.reshape(-1)
+        missing = np.isnan(filled).tolist()
         offset = 0
         for layer, count, stat in self.layout:
             chunk = filled[offset:offset + stat.width]
             offset += stat.width
-            if count == 0 or np.isnan(chunk).all():
+            if count == 0 or all(missing[offset - stat.width:offset]):
                 continue
             with np.errstate(all="ignore"):  # exploded activations overflow here: NaN/Inf is the answer
                 finalized = stat.finalize(chunk, count)
@@ -158,7 +159,9 @@ class Buffer:
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:
                     raise TypeError(f"{name}: expected a scalar, got a tensor of shape {tuple(value.shape)}")
-                self.add(ScalarRecord(step, name, value.detach().reshape(())))
+                if value.requires_grad:
+                    value = value.detach()
+                self.add(ScalarRecord(step, name, value if value.ndim == 0 else value.reshape(())))
             elif isinstance(value, (int, float, np.number)):
                 self._scalars.append((step, name, float(value)))
             else:
@@ -188,7 +191,11 @@ def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
         by_device.setdefault(t.device, []).append(i)
     out: list[np.ndarray] = [np.empty(0)] * len(tensors)
     for indices in by_device.values():
-        flat = torch.cat([tensors[i].reshape(-1).double() for i in indices]).cpu().numpy()  # host sync
+        group = [tensors[i].reshape(-1) for i in indices]
+        if len({t.dtype for t in group}) == 1:  # one cat, one conversion (a float32 cat of int64 would round)
+            flat = torch.cat(group).double().cpu().numpy()  # host sync
+        else:
+            flat = torch.cat([t.double() for t in group]).cpu().numpy()  # host sync
         offset = 0
         for i in indices:
             n = tensors[i].numel()

@@ -45,7 +45,8 @@ def foreach_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)
     if len(by_dtype) == 1 and tensors[0].dtype not in _LOW_PRECISION:
-        return torch.stack(torch._foreach_norm(tensors)).float()
+        stacked = torch.stack(torch._foreach_norm(tensors))
+        return stacked if stacked.dtype == torch.float32 else stacked.float()
     out: list[torch.Tensor] = [torch.empty(0)] * len(tensors)
     for dtype, indices in by_dtype.items():
         group = [tensors[i] for i in indices]
@@ -85,6 +86,18 @@ class LayerParams:
         self._has_grad = torch.ones(len(self.names), dtype=torch.bool, device=self.device)
         self._all_grads = True
         self.missing: frozenset[int] = frozenset()  # layers with no gradient at the last grads() call
+        self._constants: dict[tuple, torch.Tensor] = {}
+
+    def constant(self, values: Sequence[float] | Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``torch.tensor(values)`` on the layers' device, made once per distinct value (owners,
+        learning rates): a sampled step then builds no tensor from host lists."""
+        key = (dtype, tuple(values))
+        tensor = self._constants.get(key)
+        if tensor is None:
+            if len(self._constants) >= 64:  # learning-rate schedules make new values: keep the recent
+                self._constants.pop(next(iter(self._constants)))
+            tensor = self._constants[key] = torch.tensor(key[1], dtype=dtype, device=self.device)
+        return tensor
 
     def __len__(self) -> int:
         return len(self.names)
@@ -113,7 +126,9 @@ class LayerParams:
             self._all_grads = all(present)
             with_grad = {i for i, has in zip(self.owner_ids, present) if has}
             self.missing = frozenset(range(len(self.names))) - with_grad
-        return [p.grad.detach() for p in self.params if p.grad is not None], self._grad_owner
+        # detach() only a gradient that is part of a graph (backward(create_graph=True))
+        return [g if not (g := p.grad).requires_grad else g.detach() for p in self.params if p.grad is not None], \
+            self._grad_owner
 
     def mask_missing(self, values: torch.Tensor) -> torch.Tensor:
         """NaN where a layer had no gradient at the last ``grads()`` call."""

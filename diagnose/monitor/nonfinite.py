@@ -77,10 +77,11 @@ class NonFiniteTracker:
         (gradients). Costs one host sync; the counting itself only runs where something is bad."""
         sampled, self._sampled = self._sampled, []
         grad_norms = ctx.grad_param_norms() if ctx is not None and ctx.grads else None
-        parts = [t for _, _, t in sampled] + ([grad_norms] if grad_norms is not None else [])
+        parts = ([torch.stack([t for _, _, t in sampled])] if sampled else []) + \
+            ([grad_norms] if grad_norms is not None else [])
         if not parts:
             return {}, None
-        flat = torch.cat([p.reshape(-1) for p in parts])
+        flat = torch.cat(parts) if len(parts) > 1 else parts[0]
         if bool(torch.isfinite(flat).all()):  # note: host sync, once per sampled step
             n_layers = len(ctx.layers) if ctx is not None else 0
             return {i: 0.0 for i, _, _ in sampled}, np.zeros(n_layers)

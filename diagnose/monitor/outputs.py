@@ -51,6 +51,7 @@ class Observed:
     def __init__(self, index: int, name: str, module: nn.Module, stats: list[tuple[int, OutputStatistic]]) -> None:
         self.index, self.name, self.module, self.stats = index, name, module, stats
         self.can_originate = not isinstance(module, PROPAGATE_ONLY)
+        self.keys = [f"{type(stat).__name__}@{name}" for _, stat in stats]  # error keys, built once
 
 
 def is_noop(module: nn.Module) -> bool:
@@ -95,27 +96,34 @@ class OutputStatistics:
         """A forward pass of the model starts: call positions count from 0 again."""
         self._calls.clear()
 
-    def add(self, obs: Observed, output: Any, tensors: list[torch.Tensor]) -> None:
-        """One forward call's partials (under no_grad, on detached tensors)."""
+    def add(self, obs: Observed, output: Any, tensors: list[torch.Tensor]) -> torch.Tensor | None:
+        """One forward call's partials (under no_grad, on detached tensors). Returns the sum of
+        the outputs when a statistic computed it (``first_is_sum``), for the NaN/Inf check."""
         call = self._calls.get(obs.index, 0)
         self._calls[obs.index] = call + 1
         if self._order is not None:
             self._order.setdefault(obs.name)
         self._counts[obs.index] = self._counts.get(obs.index, 0) + sum(t.numel() for t in tensors)
-        for k, stat in obs.stats:
+        total = None
+        single = len(tensors) == 1
+        for (k, stat), key in zip(obs.stats, obs.keys):
             if stat.single_tensor_only and not isinstance(output, torch.Tensor):
                 continue
-            key = f"{type(stat).__name__}@{obs.name}"
             if self._failed(key):
                 continue
             try:
-                parts = [stat.partial(t, obs.module) for t in tensors]
-                part = parts[0] if len(parts) == 1 else [torch.stack([p[i] for p in parts]).sum()
-                                                         for i in range(stat.width)]
+                if single:
+                    part = stat.partial(tensors[0], obs.module)
+                else:
+                    parts = [stat.partial(t, obs.module) for t in tensors]
+                    part = [torch.stack([p[i] for p in parts]).sum() for i in range(stat.width)]
             except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
                 self._fail(key, err)
                 continue
+            if total is None and stat.first_is_sum:
+                total = part[0]
             self._partials.setdefault((obs.index, k), []).append((call, part))
+        return total
 
     def forward_order(self) -> list[str] | None:
         """The modules in the order they first ran, once, after the first sampled step."""
@@ -131,25 +139,33 @@ class OutputStatistics:
         device_at: list[int] = []
         on_device: list[torch.Tensor] = []
         for obs in self.observed:
-            for k, stat in obs.stats:
-                layout.append((obs.name, self._counts.get(obs.index, 0), stat))
+            count = self._counts.get(obs.index, 0)
+            for (k, stat), key in zip(obs.stats, obs.keys):
+                layout.append((obs.name, count, stat))
                 partials = self._partials.get((obs.index, k))
                 values: Sequence[torch.Tensor | float] | None = None
                 if partials:
                     try:
                         values = stat.combine(partials)
                     except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
-                        self._fail(f"{type(stat).__name__}@{obs.name}", err)
+                        self._fail(key, err)
                 if values is None or len(values) != stat.width:
                     values = [math.nan] * stat.width
                 for v in values:
                     if isinstance(v, torch.Tensor):
                         device_at.append(len(template))
                         template.append(math.nan)
-                        on_device.append(v.reshape(()).to(device))
+                        if v.ndim:
+                            v = v.reshape(())
+                        on_device.append(v if v.device == device else v.to(device))
                     else:
                         template.append(float(v))
         self._partials.clear()
         self._counts.clear()
-        stacked = torch.stack(on_device).float() if on_device else torch.zeros(0, device=device)
+        # stacked straight into float64 (float32 under MPS, which has no float64): counts above
+        # 2**24 stay exact, float64 sums keep their precision
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        stacked = torch.empty(len(on_device), dtype=dtype, device=device)
+        if on_device:
+            torch.stack(on_device, out=stacked)
         return OutputRecord(step, layout, np.array(template, dtype=float), np.array(device_at, dtype=int), stacked)

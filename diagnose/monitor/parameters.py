@@ -46,18 +46,18 @@ class ParameterStatistics:
         if not self.needs_snapshot:
             return
         if sgd_update.supports(self.optimizer):
-            with torch.no_grad():
-                self._weights_before = self.layers.norms([p.detach() for p in self.layers.params])
+            with torch.no_grad():  # under no_grad the parameters themselves go in, without detach()
+                self._weights_before = self.layers.norms(self.layers.params)
         else:
             self._copy(step)
 
     def _copy(self, step: int) -> None:
         if not self.needs_snapshot:
             return
-        params = [p.detach() for p in self.layers.params]
-        if self._snapshot is None:
-            self._snapshot = [torch.empty_like(p) for p in params]
+        params: list[torch.Tensor] = list(self.layers.params)
         with torch.no_grad():
+            if self._snapshot is None:
+                self._snapshot = [torch.empty_like(p) for p in params]
             torch._foreach_copy_(self._snapshot, params)
         self._snapshot_step = step
 

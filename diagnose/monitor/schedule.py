@@ -4,12 +4,27 @@
 - sampled steps (every ``every`` steps, counted from the run's first step): every statistic;
 - a flush (one host copy, then the store's thread writes) every ``flush_every`` steps or
   ``flush_seconds``, whichever comes first.
+
+With an overhead budget (``dg.watch(..., overhead=0.03)``) the cadence is not fixed: the watch
+times its own work (the seconds spent in its hooks) against the training step's, and after each
+sampled step sets ``every`` so that its own share stays under the budget:
+``(own per step + extra of a sampled step / every) / plain step <= budget``.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass
+
+# Budgeted cadence: how many recent steps the estimates use, and the cadence's bounds (a sample at
+# least every MAX_EVERY steps, so a long run still has statistics). The first steps are sampled
+# every START_EVERY steps until there is something to measure.
+WINDOW = 20
+START_EVERY = 10
+MAX_EVERY = 5000
 
 
 @dataclass(frozen=True)
@@ -21,27 +36,64 @@ class StepPlan:
 
 
 class Schedule:
-    """The cadence of a watch: statistics every ``every`` steps from ``start``, flushes every
-    ``flush_every`` steps or ``flush_seconds``."""
+    """The cadence of a watch: statistics every ``every`` steps from ``start`` (or under an
+    overhead ``budget``), flushes every ``flush_every`` steps or ``flush_seconds``."""
 
-    def __init__(self, start: int, every: int, flush_every: int, flush_seconds: float) -> None:
-        self.start, self.every = start, every
+    def __init__(self, start: int, every: int, flush_every: int, flush_seconds: float,
+                 budget: float | None = None) -> None:
+        self.start, self.budget = start, budget
+        self.every = START_EVERY if budget is not None else every
         self.flush_every, self.flush_seconds = flush_every, flush_seconds
+        self._next = start                  # the next sampled step
         self._since_flush = 0
         self._last_flush = time.monotonic()
+        self._plain: deque[float] = deque(maxlen=WINDOW)     # step seconds without the watch's own
+        self._own: deque[float] = deque(maxlen=WINDOW)       # the watch's seconds, unsampled steps
+        self._sampled_own: deque[float] = deque(maxlen=5)    # the watch's seconds, sampled steps
+        self.own_seconds = 0.0
+        self.step_seconds = 0.0
 
     def plan(self, step: int) -> StepPlan:
         """What runs on ``step``."""
-        return StepPlan(sampled=self._sampled(step), next_sampled=self._sampled(step + 1))
+        return StepPlan(sampled=step == self._next, next_sampled=step + 1 == self._next_after(step))
 
-    def _sampled(self, step: int) -> bool:
-        return (step - self.start) % self.every == 0
+    def _next_after(self, step: int) -> int:
+        return self._next if step < self._next else step + self.every
 
-    def step_done(self) -> bool:
-        """Count a finished step; True when a flush is due."""
+    def step_done(self, step: int, sampled: bool, own: float, seconds: float) -> bool:
+        """Count a finished step (the watch's own seconds in it, the step's seconds, 0 when
+        unknown); returns True when a flush is due."""
         self._since_flush += 1
+        self.own_seconds += own
+        if seconds > 0:
+            self.step_seconds += seconds
+            (self._sampled_own if sampled else self._own).append(own)
+            if not sampled:
+                self._plain.append(max(seconds - own, 1e-9))
+        if sampled:
+            if self.budget is not None:
+                self.every = self._budgeted()
+            self._next = step + self.every
         return (self._since_flush >= self.flush_every
                 or time.monotonic() - self._last_flush >= self.flush_seconds)
+
+    def _budgeted(self) -> int:
+        """The smallest cadence that keeps the watch's share under the budget."""
+        if len(self._plain) < 3 or not self._sampled_own:
+            return self.every
+        plain = statistics.median(self._plain)
+        always = statistics.median(self._own) if self._own else 0.0
+        extra = max(statistics.median(self._sampled_own) - always, 0.0)
+        room = self.budget * plain - always if self.budget is not None else 0.0
+        if room <= 0:
+            return MAX_EVERY  # the every-step checks alone use the budget: sample as rarely as allowed
+        return int(min(max(math.ceil(extra / room - 1e-9), 1), MAX_EVERY))  # - 1e-9: 5e-3 / 2e-4 is 25.000000000000004
+
+    @property
+    def measured_overhead(self) -> float | None:
+        """The watch's own seconds over the rest of the steps' seconds, so far."""
+        rest = self.step_seconds - self.own_seconds
+        return self.own_seconds / rest if self.step_seconds > 0 and rest > 0 else None
 
     def flushed(self) -> None:
         """Restart the flush counters."""

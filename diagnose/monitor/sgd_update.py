@@ -34,13 +34,11 @@ def sgd_update_norms(optimizer: torch.optim.SGD, layers: LayerParams) -> torch.T
         if moved is None:
             continue
         lr = group["lr"]
-        tensors.append(moved.detach())
+        tensors.append(moved)  # read under no_grad: no detach() needed
         owners.append(layer)
         rates.append(float(lr))
     if not tensors:
         return torch.zeros(len(layers), device=layers.device)
-    device = layers.device
-    norms = foreach_norms(tensors).to(device)
-    scaled = norms * torch.tensor(rates, device=device)
-    owner = torch.tensor(owners, dtype=torch.long, device=device)
-    return layers.sum_per_layer(scaled.square(), owner).sqrt_()
+    norms = foreach_norms(tensors)
+    scaled = norms * layers.constant(rates)
+    return layers.sum_per_layer(scaled.square_(), layers.constant(owners, torch.long)).sqrt_()

@@ -326,6 +326,11 @@ class RunWriter:
         """Enqueue rows with ``step``, ``layer`` and any statistic columns; merged per (step, layer)."""
         self._put("layers", list(rows))
 
+    def write_layer_rows(self, rows: Mapping[tuple[int, str], Mapping[str, float]]) -> None:
+        """Enqueue ``{(step, layer): {column: value}}`` as it is: the writer thread, not the
+        training thread, turns it into rows (the caller must not change it afterwards)."""
+        self._put("layer_rows", rows)
+
     def set_meta(self, **items: Any) -> None:
         """Enqueue metadata (JSON-serializable values)."""
         self._put("meta", {k: json.dumps(v, default=str) for k, v in items.items()})
@@ -370,6 +375,9 @@ class RunWriter:
         try:
             while True:
                 kind, payload = self._queue.get()
+                if kind == "layer_rows":  # built here, off the training thread
+                    kind, payload = "layers", [{"step": step, "layer": layer, **cols}
+                                               for (step, layer), cols in payload.items()]
                 if kind == "flush":
                     conn = self._retry(conn, force=True)
                     payload.set()

@@ -38,6 +38,7 @@ activation checkpointing replays during the backward pass are not counted twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,10 @@ class Watch:
         every: cadence of the statistics (gradient and weight norms, update ratios, activations,
             dead units, saturation, effective learning rates); only the NaN/Inf origin check runs
             every step.
+        overhead: instead of ``every``, a budget (0.03: 3 % of the training step): the watch times
+            its own work as it runs and sets the cadence after each sampled step to stay under it
+            (``schedule.py``); the cadence in force is logged as ``watch_every`` at each sampled
+            step, and the overhead measured is in ``meta["overhead"]`` (always, budget or not).
         flush_every / flush_seconds: copy to the host and write at least this often; a killed
             process loses at most that much.
         resume: append to the run already in ``run_dir``, continuing its step count.
@@ -103,7 +108,8 @@ class Watch:
 
     def __init__(
         self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, run_dir: str | Path | None = None, *,
-        every: int = DEFAULT_EVERY, flush_every: int = 100, flush_seconds: float = 5.0, resume: bool = False,
+        every: int = DEFAULT_EVERY, overhead: float | None = None, flush_every: int = 100,
+        flush_seconds: float = 5.0, resume: bool = False,
         overwrite: bool = False, output_statistics: Sequence[OutputStatistic] | None = None,
         parameter_statistics: Sequence[ParameterStatistic] | None = None, track_nonfinite: bool = True,
         meta: dict[str, Any] | None = None, save_model: bool = False, sample: Any = None,
@@ -120,6 +126,8 @@ class Watch:
                 raise ValueError("optimizer: it holds parameters that are not the model's; "
                                  "pass the optimizer built over model.parameters()")
         self.every = validate.positive_int("every", every)
+        if overhead is not None:
+            validate.fraction("overhead", overhead)
         validate.positive_int("flush_every", flush_every)
         validate.positive_number("flush_seconds", flush_seconds)
         self.model, self.optimizer = model, optimizer
@@ -140,13 +148,16 @@ class Watch:
         self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(rank)
         self.writer = RunWriter(self.run_dir, {
             "source": "watch", "start_time": now(), "model": model_summary(model),
-            "optimizer": optimizer_summary(optimizer), "versions": versions(), "every": every,
+            "optimizer": optimizer_summary(optimizer), "versions": versions(),
+            "every": every if overhead is None else None, "overhead_budget": overhead,
             "flush_every": flush_every, "rank": rank, "world_size": world,
             "layers": self.layers.names, "observed_modules": [o.name for o in self._observed],
             **(meta or {}),
         }, resume=resume, overwrite=overwrite, rank=rank)
         self.start_step = self.writer.start_step
-        self.schedule = Schedule(self.start_step, every, flush_every, flush_seconds)
+        self.schedule = Schedule(self.start_step, every, flush_every, flush_seconds, budget=overhead)
+        self._own = 0.0                     # seconds spent in the watch since the last step ended
+        self._last_end: float | None = None
         self.buffer = Buffer()
         self.hooks = Hooks()
         self._closed = False
@@ -181,6 +192,7 @@ class Watch:
         checked = self._checked(obs)
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
+            start = time.perf_counter()
             try:
                 if not (module.training or torch.is_grad_enabled()) or _in_backward():
                     return  # an evaluation pass, or checkpointing replaying a forward: not the step's
@@ -190,18 +202,26 @@ class Watch:
                     tensors = [t.detach() for t in output_tensors(output)]
                 if not tensors:
                     return
-                total = self.nonfinite.check(obs.name, tensors) if checked and self.nonfinite else None
-                if self._plan.sampled:
-                    with torch.no_grad():
-                        if self.nonfinite is not None:
-                            self.nonfinite.keep_for_count(obs.index, tensors,
-                                                          self.nonfinite.total(tensors) if total is None else total)
-                        self._outputs.add(obs, output, tensors)
+                if not self._plan.sampled:
+                    if checked and self.nonfinite is not None:
+                        self.nonfinite.check(obs.name, tensors)
+                    return
+                with torch.no_grad():
+                    total = self._outputs.add(obs, output, tensors)  # the statistics' sum, if they took it
+                    if self.nonfinite is not None:
+                        if total is None:
+                            total = self.nonfinite.total(tensors)
+                        if checked:
+                            self.nonfinite.check(obs.name, tensors, total)
+                        self.nonfinite.keep_for_count(obs.index, tensors, total)
             except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
                 self._internal("a forward hook", err)
+            finally:
+                self._own += time.perf_counter() - start
         return hook
 
     def _on_forward_start(self, module: nn.Module, args: Any) -> None:
+        start = time.perf_counter()
         try:
             if not (module.training or torch.is_grad_enabled()) or _in_backward():
                 return
@@ -215,13 +235,18 @@ class Watch:
                     self.nonfinite.check(INPUT_NAME, [inputs[0].detach()])
         except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
             self._internal("the forward pre-hook", err)
+        finally:
+            self._own += time.perf_counter() - start
 
     def _on_optimizer_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        start = time.perf_counter()
         try:
             if self._plan.sampled:
                 self._parameters.before_update(self._step)
         except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
             self._internal("the optimizer pre-step hook", err)
+        finally:
+            self._own += time.perf_counter() - start
 
     def _fail(self, key: str, err: Exception) -> None:
         self._errors[key] = f"{type(err).__name__}: {err}"
@@ -266,30 +291,44 @@ class Watch:
     def _end_step(self) -> None:
         if self._closed:
             raise RuntimeError("this watch is closed; its hooks should have been removed")
-        step = self._step
+        start = time.perf_counter()
+        step, plan = self._step, self._plan
         try:
-            self._record_step(step, self._plan)
+            self._record_step(step, plan)
         except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
             self._internal("the optimizer step hook", err)
+        now = time.perf_counter()
+        seconds = now - self._last_end if self._last_end is not None else 0.0
+        flush = self.schedule.step_done(step, plan.sampled, self._own + now - start, seconds)
+        if plan.sampled and self.schedule.budget is not None:
+            self.buffer.log(step, {"watch_every": self.schedule.every})  # the cadence until the next sample
+        self._last_end = now
         self._begin_step(step + 1)
-        if self.schedule.step_done():
+        if flush:
             self.flush()
+        self._own = time.perf_counter() - now  # the next step's share: its hooks attached, the flush
+
+    @property
+    def measured_overhead(self) -> float | None:
+        """The watch's own time over the rest of the training steps' time, so far (CPU work; on
+        a GPU, the time its kernels take asynchronously is not in it)."""
+        return self.schedule.measured_overhead
 
     def _record_step(self, step: int, plan: StepPlan) -> None:
+        if not plan.sampled:  # the every-step path: the NaN/Inf checks' sums only (already detached)
+            self._end_checks(step)
+            return
         with torch.no_grad():
-            ctx = None
-            if plan.sampled:
-                if not plan.next_sampled:
-                    self.hooks.remove("sampled")
-                ctx, records = self._parameters.end_step(step)
-                for record in records:
-                    self.buffer.add(record)
+            if not plan.next_sampled:
+                self.hooks.remove("sampled")
+            ctx, records = self._parameters.end_step(step)
+            for record in records:
+                self.buffer.add(record)
             if self.nonfinite is not None:
                 self._end_checks(step)
-                if plan.sampled:
-                    for layer, count in self.nonfinite.counted(ctx, self._observed, self.layers):
-                        self.buffer.add_count(step, layer, count)
-            if plan.sampled and self._observed:
+                for layer, count in self.nonfinite.counted(ctx, self._observed, self.layers):
+                    self.buffer.add_count(step, layer, count)
+            if self._observed:
                 self.buffer.add(self._outputs.end_step(step, self.layers.device))
                 order = self._outputs.forward_order()
                 if order is not None:
@@ -311,9 +350,13 @@ class Watch:
         pass ran (a loss logged between micro-batches of gradient accumulation), else the last
         completed step (a loss logged right after ``optimizer.step()``).
         """
+        start = time.perf_counter()
         if step is None:
             step = self._step if self._forward_since_step else max(self._step - 1, self.start_step)
-        self.buffer.log(step, values)
+        try:
+            self.buffer.log(step, values)
+        finally:
+            self._own += time.perf_counter() - start
 
     def set_meta(self, **items: Any) -> None:
         """Store extra metadata with the run (JSON-serializable values)."""
@@ -338,8 +381,7 @@ class Watch:
         if rows.scalars:
             self.writer.write_scalars(rows.scalars)
         if rows.layers:
-            self.writer.write_layer_stats({"step": step, "layer": layer, **cols}
-                                          for (step, layer), cols in rows.layers.items())
+            self.writer.write_layer_rows(rows.layers)
 
     def _found(self, first: dict[str, Any] | None) -> None:
         if first is None:
@@ -376,6 +418,8 @@ class Watch:
             if counted == 0 and self._forward_passes:
                 log.warning("diagnose.watch: %d forward passes but no step was counted in %s: pass the optimizer to "
                             "dg.watch, or call run.step() after each step", self._forward_passes, self.run_dir)
+            self.writer.set_meta(overhead={"measured": self.measured_overhead, "budget": self.schedule.budget,
+                                           "every_at_end": self.schedule.every})
             self.writer.set_meta(end_time=now(), steps=self._step, steps_counted=counted,
                                  forward_passes=self._forward_passes, errors=self._errors,
                                  missing_statistics=self._missing_statistics(),

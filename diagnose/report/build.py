@@ -45,6 +45,16 @@ def _duration(meta: dict[str, Any]) -> str:
     return f"{(end - start).total_seconds():.0f} s"
 
 
+def _overhead(info: dict[str, Any]) -> str | None:
+    """The watch's measured cost, in words."""
+    measured, budget = info.get("measured"), info.get("budget")
+    if measured is None:
+        return None
+    text = f"{100 * measured:.1f} % of the training steps' time"
+    return text + (f" (budget {100 * budget:.0f} %, cadence every {info.get('every_at_end')} steps at the end)"
+                   if budget is not None else "")
+
+
 def summary(run: Run, data: RunData) -> dict[str, Any]:
     """Verdict, findings, final metrics and run metadata."""
     meta = data.meta
@@ -74,6 +84,7 @@ def summary(run: Run, data: RunData) -> dict[str, Any]:
             "source": meta.get("source"),
             "start": meta.get("start_time"), "end": meta.get("end_time", "-"), "duration": _duration(meta),
             "every": meta.get("every"), "world_size": meta.get("world_size", 1),
+            "overhead": _overhead(meta.get("overhead") or {}),
             "optimizer": optimizer.get("name") or optimizer.get("class"),
             "hyperparameters": {k: _fmt(v) for k, v in (optimizer.get("hyperparameters") or {}).items()
                                 if v is not None and k not in ("foreach", "differentiable", "fused", "capturable")},

@@ -319,3 +319,68 @@ def test_a_compiled_model_is_recorded_under_its_own_names(tmp_path):
     stats = dg.load_run(tmp_path / "run").layer_stats()
     assert sorted(stats["layer"].unique()) == ["act1", "fc1", "out"]  # no "_orig_mod." prefix
     assert stats.set_index("layer").loc["act1", "act_mean"].notna().all()
+
+
+# -- an overhead budget instead of a cadence ----------------------------------------------------
+def test_the_budgeted_cadence_follows_the_measured_costs():
+    from diagnose.monitor.schedule import Schedule
+    schedule = Schedule(0, 50, 10**6, 1e9, budget=0.03)
+    # plain steps of 10 ms; the watch's every-step work 0.1 ms; a sampled step's 5.1 ms
+    for step in range(200):
+        plan = schedule.plan(step)
+        own = 5.1e-3 if plan.sampled else 1e-4
+        schedule.step_done(step, plan.sampled, own, 10e-3 + own)
+    # (0.1 + 5 / every) / 10 <= 3 %  ->  every >= 5 / (0.3 - 0.1) = 25
+    assert schedule.every == 25
+    tight = Schedule(0, 50, 10**6, 1e9, budget=0.005)  # the every-step work alone (1 %) is over budget
+    for step in range(50):
+        plan = tight.plan(step)
+        tight.step_done(step, plan.sampled, 1e-4, 10e-3)
+    assert tight.every == 5000
+
+
+class SlowStatistic(OutputStatistic):
+    """Costs 5 ms of a fake clock per call: a costly statistic, deterministically."""
+
+    columns = ("slow",)
+    clock = None
+
+    def partial(self, output, module):
+        self.clock.now += 5e-3
+        return (output.sum(),)
+
+    def finalize(self, values, count):
+        return (0.0,)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_a_watch_under_a_budget_sets_its_cadence_and_says_what_it_cost(tmp_path, monkeypatch):
+    from diagnose.monitor import watch as watch_module
+    clock = FakeClock()
+    monkeypatch.setattr(watch_module, "time", clock)
+    SlowStatistic.clock = clock
+    model = nn.Sequential(OrderedDict(fc=nn.Linear(4, 2)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with dg.watch(model, opt, tmp_path, overhead=0.03, output_statistics=[SlowStatistic()]):
+        for _ in range(120):
+            clock.now += 10e-3  # the training step: 10 ms
+            opt.zero_grad()
+            model(torch.randn(8, 4)).sum().backward()
+            opt.step()
+    # sampled steps cost 5 ms more: every = 5 / (0.03 x 10) = 16.7 -> 17, after the first two samples
+    cadence = dg.load_run(tmp_path).scalars().dropna(subset=["watch_every"])
+    assert cadence["step"].tolist() == [0, 10, 27, 44, 61, 78, 95, 112]
+    assert cadence["watch_every"].tolist() == [10.0] + [17.0] * 7
+    meta = dg.load_run(tmp_path).meta
+    assert meta["overhead"]["budget"] == 0.03 and meta["overhead"]["every_at_end"] == 17
+    # 8 samples of 5 ms over 119 measured steps of 10 ms (the first step has no start to time)
+    assert meta["overhead"]["measured"] == pytest.approx(8 * 5 / (119 * 10), rel=0.05)
+    html = dg.report(tmp_path, out=tmp_path / "r.html").read_text()
+    assert "watch overhead (measured)" in html and "budget 3 %" in html

@@ -308,8 +308,49 @@ def test_effective_learning_rate_of_adagrad_collapses(tmp_path):
     train(model, 5, x, y, tmp_path, loss_fn=nn.functional.mse_loss, opt=opt, every=1)
     stats = dg.load_run(tmp_path).layer_stats().query("layer == '0'")
     sums = torch.cat([opt.state[p]["sum"].flatten() for p in model[0].parameters()])
-    assert stats["eff_lr"].iloc[-1] == pytest.approx((0.5 / (sums.sqrt().mean() + 1e-10)).item(), rel=1e-5)
+    assert stats["eff_lr"].iloc[-1] == pytest.approx((0.5 / (sums.mean().sqrt() + 1e-10)).item(), rel=1e-5)
     assert (np.diff(stats["eff_lr"]) < 0).all()  # AdaGrad's accumulated squares only grow
+
+
+def test_effective_learning_rate_is_the_sgd_rate_that_takes_the_same_step(tmp_path):
+    # a linear loss has a constant gradient c: RMSProp's average converges to c^2, its update to
+    # lr * c / |c|, and eff_lr * ||g|| = lr * sqrt(n) = ||update|| exactly (mean |c| would not: the
+    # magnitudes of c span 1e-2..1e1)
+    torch.manual_seed(0)
+    layer = nn.Linear(50, 1, bias=False)
+    c = torch.logspace(-2, 1, 50)
+    opt = torch.optim.RMSprop(layer.parameters(), lr=1e-3, alpha=0.5, eps=0.0)
+    with dg.watch(layer, opt, tmp_path, every=1) as run:
+        for _ in range(60):
+            opt.zero_grad()
+            loss = (layer.weight * c).sum()
+            loss.backward()
+            before = layer.weight.detach().clone()
+            opt.step()
+            run.log(loss=loss)
+    step = (layer.weight.detach() - before).norm().item()
+    eff = dg.load_run(tmp_path).layer_stats()["eff_lr"].iloc[-1]
+    assert eff * c.norm().item() == pytest.approx(step, rel=1e-4)
+
+
+def test_effective_learning_rate_counts_rows_as_they_start_receiving_gradient(tmp_path):
+    # the rows in use grow from 2 to all 10: each step's count is the rows seen so far
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 3), nn.Flatten(), nn.Linear(3, 2))
+    opt = torch.optim.Adagrad(model.parameters(), lr=0.1)
+    expected = []
+    with dg.watch(model, opt, tmp_path, every=1) as run:
+        for step in range(6):
+            ids = torch.arange(min(2 * (step + 1), 10)).reshape(-1, 1)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(ids), torch.zeros(len(ids), dtype=torch.long))
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+            v = opt.state[model[0].weight]["sum"]
+            expected.append((0.1 / (v[v > 0].mean().sqrt() + 1e-10)).item())
+    got = dg.load_run(tmp_path).layer_stats().query("layer == '0'")["eff_lr"].tolist()
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
 def test_effective_learning_rate_counts_only_rows_that_received_gradient(tmp_path):
@@ -324,7 +365,7 @@ def test_effective_learning_rate_counts_only_rows_that_received_gradient(tmp_pat
     used = v[v > 0]
     assert used.numel() == 12  # 3 rows x 4
     value = dg.load_run(tmp_path).layer_stats().query("layer == '0'")["eff_lr"].iloc[-1]
-    assert value == pytest.approx((0.01 / (used.sqrt().mean() + 1e-8)).item(), rel=1e-5)
+    assert value == pytest.approx((0.01 / (used.mean().sqrt() + 1e-8)).item(), rel=1e-5)
 
 
 def test_effective_learning_rate_of_sgd_is_its_learning_rate(tmp_path):
@@ -549,9 +590,9 @@ def test_an_unwritable_run_dir_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("make, expected", [
     (lambda ps: torch.optim.RMSprop(ps, lr=0.01, alpha=0.9),
-     lambda st: 0.01 / (st("square_avg").sqrt().mean() + 1e-8)),
+     lambda st: 0.01 / (st("square_avg").mean().sqrt() + 1e-8)),
     (lambda ps: torch.optim.Adam(ps, lr=0.01),
-     lambda st: 0.01 / ((st("exp_avg_sq") / (1 - 0.999 ** 3)).sqrt().mean() + 1e-8)),
+     lambda st: 0.01 / ((st("exp_avg_sq") / (1 - 0.999 ** 3)).mean().sqrt() + 1e-8)),
     (lambda ps: torch.optim.Adadelta(ps, lr=1.0, rho=0.9, eps=1e-6),
      lambda st: 1.0 * (st("acc_delta") + 1e-6).sqrt().mean() / (st("square_avg") + 1e-6).sqrt().mean()),
 ])

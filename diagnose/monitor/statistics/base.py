@@ -75,6 +75,9 @@ class OutputStatistic(Statistic):
 
     width: ClassVar[int] = 1          # numbers per module per step after ``reduce``
     single_tensor_only: ClassVar[bool] = False  # skip tuple/dict outputs (e.g. unit-wise statistics)
+    # The first accumulator is the output's plain sum (float32, or float64 for float64 outputs):
+    # on sampled steps the NaN/Inf origin check reuses it instead of summing the output again.
+    first_is_sum: ClassVar[bool] = False
 
     def applies_to(self, module: nn.Module) -> bool:
         """Whether to compute this statistic for ``module`` at all (decided once, at attach)."""
@@ -132,7 +135,7 @@ class StepContext:
     def weight_norms_before(self) -> torch.Tensor:
         """Per-layer norm of the parameters before the update (now, if no snapshot was taken)."""
         if "before" not in self._cache:
-            params = self.snapshot if self.snapshot is not None else [p.detach() for p in self.layers.params]
+            params = self.snapshot if self.snapshot is not None else self.layers.params  # under no_grad
             self._cache["before"] = self.layers.norms(params)
         return self._cache["before"]
 
@@ -146,7 +149,7 @@ class StepContext:
             if self.snapshot is None:
                 return None
             self.weight_norms_before()
-            torch._foreach_sub_(self.snapshot, [p.detach() for p in self.layers.params])  # now -Δθ
+            torch._foreach_sub_(self.snapshot, list[torch.Tensor](self.layers.params))  # now -Δθ
             self._cache["update"] = self.layers.norms(self.snapshot)
             self.snapshot = None
         return self._cache["update"]

@@ -1,24 +1,33 @@
 """eff_lr: the step size an adaptive optimizer currently applies to each layer.
 
-Read from the optimizer's own state: lr / (RMS + eps), where RMS is the layer's typical gradient
-scale as the optimizer sees it: the mean over its elements of sqrt(v), with v AdaGrad's
-accumulated sum (which only grows, so its step size collapses), RMSProp's moving average or the
-Adam family's bias-corrected second moment; for Adadelta lr * mean sqrt(E[Δθ²] + eps) /
-mean sqrt(E[g²] + eps). Only elements that ever received a gradient count (v > 0): an embedding
-table's unused rows would otherwise read as lr / eps. Optimizers without such state (SGD,
+Read from the optimizer's own state as the SGD-equivalent learning rate: lr / (RMS + eps), where
+RMS = sqrt(mean v) over the layer's elements, v being AdaGrad's accumulated sum of squared
+gradients (which only grows, so its step size collapses), RMSProp's moving average or the Adam
+family's bias-corrected second moment. When the gradient's square tracks v, an update is
+lr * g / sqrt(v) per element, so ||Δθ|| = eff_lr * ||g||: the number is the rate plain SGD would
+need to take the same step. Adadelta reports lr * mean sqrt(E[Δθ²] + eps) / mean sqrt(E[g²] + eps).
+Only elements that ever received a gradient count (v > 0): an embedding table's unused rows would
+otherwise pull the mean toward 0 and the rate toward lr / eps. Optimizers without such state (SGD,
 momentum) report their learning rate.
 
-Cost: fused ``_foreach_norm`` passes over the optimizer state (the sum of sqrt(v) is the 1/2-norm's
-square root, the count of elements with v > 0 its 0-norm), on sampled steps only, no per-layer host
-read. (A per-layer median cost 70 % of an AdamW step at every=1.)
+Cost, on sampled steps only and without a per-layer host read: one sum per state tensor (a fused
+``_foreach_norm(v, 1)`` on accelerators; per-tensor sums on the CPU, where the fused kernel is 5x
+slower), plus the count of elements with v > 0, counted (``_foreach_norm(v, 0)``, one host read)
+only until a tensor is known to be positive everywhere. Once positive, an element of v stays
+positive: AdaGrad's sum never falls and the moving averages only decay; a float32 average decays
+to 0 only after ~80 000 (Adam, β2 = 0.999) or ~8 000 (RMSProp, α = 0.99) steps without a
+gradient for that element, which then counts as an element with v = 0 in the mean.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Sequence
 
 import torch
 
+from diagnose.monitor.layers import LayerParams
 from diagnose.monitor.statistics.base import Observation, ParameterStatistic, StepContext, register_statistic
 
 # optimizer class -> the state key of its second moment, and whether it is Adam's (bias-corrected)
@@ -33,10 +42,22 @@ SECOND_MOMENT: dict[str, tuple[str, bool]] = {
 }
 
 
+def foreach_sums(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The sum of each non-negative tensor, stacked: the fused 1-norm off the CPU, per-tensor sums on it."""
+    if tensors[0].device.type == "cpu":
+        return torch.stack([t.sum() for t in tensors])
+    return torch.stack(torch._foreach_norm(list(tensors), 1))
+
+
 @register_statistic
 class EffectiveLR(ParameterStatistic):
     name = "effective_lr"
     columns = ("eff_lr",)
+
+    def __init__(self) -> None:
+        # state tensors known to be positive everywhere (their count of v > 0 is their size), by id;
+        # the weak reference tells a live tensor from a new one that reuses a freed id
+        self._full: dict[int, weakref.ref[torch.Tensor]] = {}
 
     def compute(self, ctx: StepContext) -> torch.Tensor:
         layers, opt = ctx.layers, ctx.optimizer
@@ -51,26 +72,43 @@ class EffectiveLR(ParameterStatistic):
             return _adadelta(rows, out).reshape(1, -1)
         key, adam = SECOND_MOMENT.get(name, (None, False))
         with_state = [(layer, group, state) for _, layer, group, state in rows if key is not None and key in state]
-        lr_of: dict[int, tuple[float, float]] = {}
+        lr_eps: dict[int, tuple[float, float]] = {}
         for _, layer, group, _ in rows:
-            lr_of.setdefault(layer, (float(group["lr"]), float(group.get("eps", 0.0))))
-        if with_state:
-            v = [state[key] for _, _, state in with_state]
-            sums = torch.stack(torch._foreach_norm(v, 0.5)).float().sqrt()   # sum of sqrt(v) per tensor
-            counts = torch.stack(torch._foreach_norm(v, 0)).float()           # elements with v > 0
-            scale = torch.tensor([_bias_scale(group, state) if adam else 1.0 for _, group, state in with_state],
-                                 device=sums.device)
-            owner = torch.tensor([layer for layer, _, _ in with_state], device=sums.device)
-            rms = (layers.sum_per_layer(sums * scale, owner) / layers.sum_per_layer(counts, owner)).to(out.device)
-            lr = torch.tensor([lr_of.get(i, (math.nan, 0.0))[0] for i in range(len(layers))], device=out.device)
-            eps = torch.tensor([lr_of.get(i, (math.nan, 0.0))[1] for i in range(len(layers))], device=out.device)
-            has = torch.zeros(len(layers), dtype=torch.bool, device=out.device)
-            has[owner.to(out.device)] = True
-            out = torch.where(has, lr / (rms + eps), out)  # 0/0 (no element got a gradient yet) -> NaN
-        else:  # no second moment: the learning rate is the step size
-            for layer, (lr_value, _) in lr_of.items():
-                out[layer] = lr_value
+            lr_eps.setdefault(layer, (float(group["lr"]), float(group.get("eps", 0.0))))
+        n = len(layers)
+        lr = layers.constant([lr_eps.get(i, (math.nan, 0.0))[0] for i in range(n)])
+        if not with_state:  # no second moment: the learning rate is the step size
+            return lr.reshape(1, -1).clone()  # not a view of the cached constant
+        v = [state[key] for _, _, state in with_state]
+        sums = foreach_sums(v).float()
+        if adam:  # v̂ = v / (1 - β2^t)
+            sums = sums * _bias_corrections(with_state, layers)
+        owner = layers.constant([layer for layer, _, _ in with_state], torch.long)
+        mean = layers.sum_per_layer(sums, owner) / layers.sum_per_layer(self._counts(v, layers), owner)
+        eps = layers.constant([lr_eps.get(i, (math.nan, 0.0))[1] for i in range(n)])
+        stated = {layer for layer, _, _ in with_state}
+        has = layers.constant([i in stated for i in range(n)], torch.bool)
+        out = torch.where(has, lr / (mean.sqrt() + eps), out)  # 0/0 (no element got a gradient yet) -> NaN
         return out.reshape(1, -1)
+
+    def _counts(self, v: list[torch.Tensor], layers: LayerParams) -> torch.Tensor:
+        """The number of elements with v > 0 in each state tensor. On an accelerator one fused
+        count of all of them (no host read); on the CPU only the tensors not yet known to be
+        positive everywhere are counted, by the sum of their signs (the 0-norm is 20x slower)."""
+        if layers.device.type != "cpu":
+            return torch.stack(torch._foreach_norm(v, 0)).float()
+        todo = [i for i, t in enumerate(v) if (known := self._full.get(id(t))) is None or known() is not t]
+        sizes = [float(t.numel()) for t in v]
+        if not todo:
+            return layers.constant(sizes)
+        # a float32 sum of 0s and 1s is exact below 2^24 elements (and 3x faster than float64's)
+        counted = torch.stack([v[i].sign().sum(dtype=torch.float64 if v[i].numel() > 2**24 else torch.float32)
+                               for i in todo])
+        for i, count in zip(todo, counted.tolist()):  # the CPU: no device to wait for
+            if count == sizes[i]:
+                self._full[id(v[i])] = weakref.ref(v[i])
+            sizes[i] = count
+        return torch.tensor(sizes, device=layers.device)
 
     def oracle(self, obs: Observation) -> tuple[float, ...] | None:
         opt = obs.optimizer
@@ -90,14 +128,19 @@ class EffectiveLR(ParameterStatistic):
             key, adam = SECOND_MOMENT[name]
             corrected = [s[key] / (1 - group["betas"][1] ** float(s["step"])) if adam else s[key] for s in states]
             v = torch.cat([c.flatten() for c in corrected])
-            return (float(lr / (v[v > 0].sqrt().mean() + group["eps"])),)
+            return (float(lr / (v[v > 0].mean().sqrt() + group["eps"])),)
         return (lr,)
 
 
-def _bias_scale(group: dict, state: dict) -> float:
-    """1 / sqrt(1 - beta2^t): Adam's bias correction of sqrt(v) at step t."""
-    step = float(state["step"])
-    return 1.0 / math.sqrt(1 - group["betas"][1] ** step) if step > 0 else 1.0
+def _bias_corrections(with_state: list[tuple[int, dict, dict]], layers: LayerParams) -> torch.Tensor:
+    """1 / (1 - β2^t) per state tensor: Adam's bias correction of v at its step t (1 before a step)."""
+    steps = [state["step"] for _, _, state in with_state]
+    beta2 = layers.constant([group["betas"][1] for _, group, _ in with_state], torch.float64)
+    if all(isinstance(t, torch.Tensor) for t in steps):  # torch >= 1.12 keeps the step in a tensor
+        t = torch.stack(steps).to(device=layers.device, dtype=torch.float64)
+    else:
+        t = torch.tensor([float(t) for t in steps], dtype=torch.float64, device=layers.device)
+    return torch.where(t > 0, 1 / (1 - beta2 ** t), 1.0).float()
 
 
 def _adadelta(rows: list, out: torch.Tensor) -> torch.Tensor:

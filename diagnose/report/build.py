@@ -50,7 +50,7 @@ def _overhead(info: dict[str, Any]) -> str | None:
     measured, budget = info.get("measured"), info.get("budget")
     if measured is None:
         return None
-    text = f"{100 * measured:.1f} % of the training steps' time"
+    text = f"{100 * measured:.1f} % of the training steps' time, spent in its hooks"
     return text + (f" (budget {100 * budget:.0f} %, cadence every {info.get('every_at_end')} steps at the end)"
                    if budget is not None else "")
 

@@ -324,12 +324,13 @@ class RunWriter:
 
     def write_layer_stats(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Enqueue rows with ``step``, ``layer`` and any statistic columns; merged per (step, layer)."""
-        self._put("layers", list(rows))
+        self._put("layers", [((row["step"], row["layer"]), {k: v for k, v in row.items() if k not in ("step", "layer")})
+                             for row in rows])
 
     def write_layer_rows(self, rows: Mapping[tuple[int, str], Mapping[str, float]]) -> None:
-        """Enqueue ``{(step, layer): {column: value}}`` as it is: the writer thread, not the
-        training thread, turns it into rows (the caller must not change it afterwards)."""
-        self._put("layer_rows", rows)
+        """Enqueue ``{(step, layer): {column: value}}`` (a watch's flush) without building a row per
+        entry on the training thread (the caller must not change the columns afterwards)."""
+        self._put("layers", list(rows.items()))
 
     def set_meta(self, **items: Any) -> None:
         """Enqueue metadata (JSON-serializable values)."""
@@ -375,9 +376,6 @@ class RunWriter:
         try:
             while True:
                 kind, payload = self._queue.get()
-                if kind == "layer_rows":  # built here, off the training thread
-                    kind, payload = "layers", [{"step": step, "layer": layer, **cols}
-                                               for (step, layer), cols in payload.items()]
                 if kind == "flush":
                     conn = self._retry(conn, force=True)
                     payload.set()
@@ -427,10 +425,11 @@ class RunWriter:
         self._backlog.append((kind, payload, len(payload)))
         self._backlog_size += len(payload)
         while self._backlog_size > self.backlog_rows and len(self._backlog) > 1:
-            _, old, n = self._backlog.popleft()
+            dropped, old, n = self._backlog.popleft()
             self._backlog_size -= n
             self._dropped_rows += n
-            steps = [int(r["step"]) if isinstance(r, Mapping) else int(r[0]) for r in old]
+            # layer rows are ((step, layer), columns), scalar rows (step, name, value)
+            steps = [int(r[0][0]) if dropped == "layers" else int(r[0]) for r in old]
             lo, hi = min(steps), max(steps)
             self._dropped_steps = [min(lo, self._dropped_steps[0]), max(hi, self._dropped_steps[1])] \
                 if self._dropped_steps else [lo, hi]
@@ -510,15 +509,15 @@ class RunWriter:
         elif kind == "layers":
             self._write_layers(conn, payload)
 
-    def _write_layers(self, conn: sqlite3.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def _write_layers(self, conn: sqlite3.Connection,
+                      rows: Sequence[tuple[tuple[int, str], Mapping[str, Any]]]) -> None:
         by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        new_layers = list(dict.fromkeys(str(row["layer"]) for row in rows if str(row["layer"]) not in self._layers))
+        new_layers = list(dict.fromkeys(str(layer) for (_, layer), _ in rows if str(layer) not in self._layers))
         if new_layers:
             conn.executemany("INSERT OR IGNORE INTO layers(name) VALUES (?)", [(name,) for name in new_layers])
-        for row in rows:
-            cols = tuple(k for k in row if k not in ("step", "layer"))
-            by_columns.setdefault(cols, []).append(
-                (int(row["step"]), str(row["layer"]), *(_to_sql(row[c]) for c in cols)))
+        for (step, layer), row in rows:
+            cols = tuple(row)
+            by_columns.setdefault(cols, []).append((int(step), str(layer), *(_to_sql(row[c]) for c in cols)))
         added: set[str] = set()
         for cols, values in by_columns.items():
             for c in cols:

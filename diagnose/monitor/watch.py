@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,77 +176,74 @@ class Watch:
         # Every step: the input check (and the forward-pass boundary), the outputs that can
         # originate a NaN/Inf, and the step boundary. The other modules are hooked during sampled
         # steps only, so between samples they cost nothing.
-        self.hooks.add("session", self.model.register_forward_pre_hook(self._on_forward_start))
+        self.hooks.add("session", self.model.register_forward_pre_hook(
+            self._guarded("the forward pre-hook", self._on_forward_start)))
         for obs in self._observed:
             if self._checked(obs):
                 self.hooks.add("session", obs.module.register_forward_hook(self._hook(obs)))
         if self.optimizer is not None:
-            self.hooks.add("session", self.optimizer.register_step_pre_hook(self._on_optimizer_pre_step))
+            self.hooks.add("session", self.optimizer.register_step_pre_hook(
+                self._guarded("the optimizer pre-step hook", self._on_optimizer_pre_step)))
             self.hooks.add("session", self.optimizer.register_step_post_hook(lambda *_: self._end_step()))
+
+    def _guarded(self, site: str, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` as a hook: its time counts as the watch's own (the overhead budget reads it), and
+        nothing it raises reaches the training loop (recorded once per ``site``)."""
+        def hook(*args: Any) -> None:
+            start = time.perf_counter()
+            try:
+                fn(*args)
+            except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
+                self._internal(site, err)
+            finally:
+                self._own += time.perf_counter() - start
+        return hook
 
     def _checked(self, obs: Observed) -> bool:
         """Whether ``obs``'s output is checked for NaN/Inf at every step."""
         return self.nonfinite is not None and obs.can_originate
 
-    def _hook(self, obs: Observed) -> Any:
+    def _hook(self, obs: Observed) -> Callable[..., None]:
         checked = self._checked(obs)
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            start = time.perf_counter()
-            try:
-                if not (module.training or torch.is_grad_enabled()) or _in_backward():
-                    return  # an evaluation pass, or checkpointing replaying a forward: not the step's
-                if type(output) is torch.Tensor:
-                    tensors = [output.detach()] if output.is_floating_point() else []
-                else:
-                    tensors = [t.detach() for t in output_tensors(output)]
-                if not tensors:
-                    return
-                if not self._plan.sampled:
-                    if checked and self.nonfinite is not None:
-                        self.nonfinite.check(obs.name, tensors)
-                    return
-                with torch.no_grad():
-                    total = self._outputs.add(obs, output, tensors)  # the statistics' sum, if they took it
-                    if self.nonfinite is not None:
-                        if total is None:
-                            total = self.nonfinite.total(tensors)
-                        if checked:
-                            self.nonfinite.check(obs.name, tensors, total)
-                        self.nonfinite.keep_for_count(obs.index, tensors, total)
-            except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
-                self._internal("a forward hook", err)
-            finally:
-                self._own += time.perf_counter() - start
-        return hook
+            if not (module.training or torch.is_grad_enabled()) or _in_backward():
+                return  # an evaluation pass, or checkpointing replaying a forward: not the step's
+            if type(output) is torch.Tensor:
+                tensors = [output.detach()] if output.is_floating_point() else []
+            else:
+                tensors = [t.detach() for t in output_tensors(output)]
+            if not tensors:
+                return
+            if not self._plan.sampled:
+                if checked and self.nonfinite is not None:
+                    self.nonfinite.check(obs.name, tensors)
+                return
+            with torch.no_grad():
+                total = self._outputs.add(obs, output, tensors)  # the statistics' sum, if they took it
+                if self.nonfinite is not None:
+                    if total is None:
+                        total = self.nonfinite.total(tensors)
+                    if checked:
+                        self.nonfinite.check(obs.name, tensors, total)
+                    self.nonfinite.keep_for_count(obs.index, tensors, total)
+        return self._guarded("a forward hook", hook)
 
     def _on_forward_start(self, module: nn.Module, args: Any) -> None:
-        start = time.perf_counter()
-        try:
-            if not (module.training or torch.is_grad_enabled()) or _in_backward():
-                return
-            self._forward_passes += 1
-            self._forward_since_step = True
-            self._outputs.new_forward()
-            if self.nonfinite is not None:
-                first = args[0] if args else None
-                inputs = [first] if type(first) is torch.Tensor and first.is_floating_point() else output_tensors(args)
-                if inputs:
-                    self.nonfinite.check(INPUT_NAME, [inputs[0].detach()])
-        except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
-            self._internal("the forward pre-hook", err)
-        finally:
-            self._own += time.perf_counter() - start
+        if not (module.training or torch.is_grad_enabled()) or _in_backward():
+            return
+        self._forward_passes += 1
+        self._forward_since_step = True
+        self._outputs.new_forward()
+        if self.nonfinite is not None:
+            first = args[0] if args else None
+            inputs = [first] if type(first) is torch.Tensor and first.is_floating_point() else output_tensors(args)
+            if inputs:
+                self.nonfinite.check(INPUT_NAME, [inputs[0].detach()])
 
     def _on_optimizer_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        start = time.perf_counter()
-        try:
-            if self._plan.sampled:
-                self._parameters.before_update(self._step)
-        except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
-            self._internal("the optimizer pre-step hook", err)
-        finally:
-            self._own += time.perf_counter() - start
+        if self._plan.sampled:
+            self._parameters.before_update(self._step)
 
     def _fail(self, key: str, err: Exception) -> None:
         self._errors[key] = f"{type(err).__name__}: {err}"
@@ -315,8 +312,8 @@ class Watch:
         return self.schedule.measured_overhead
 
     def _record_step(self, step: int, plan: StepPlan) -> None:
-        if not plan.sampled:  # the every-step path: the NaN/Inf checks' sums only (already detached)
-            self._end_checks(step)
+        self._end_checks(step)  # every step: the NaN/Inf checks' sums (of detached tensors)
+        if not plan.sampled:
             return
         with torch.no_grad():
             if not plan.next_sampled:
@@ -325,7 +322,6 @@ class Watch:
             for record in records:
                 self.buffer.add(record)
             if self.nonfinite is not None:
-                self._end_checks(step)
                 for layer, count in self.nonfinite.counted(ctx, self._observed, self.layers):
                     self.buffer.add_count(step, layer, count)
             if self._observed:

@@ -12,8 +12,9 @@ momentum) report their learning rate.
 
 Cost, on sampled steps only and without a per-layer host read: one sum per state tensor (a fused
 ``_foreach_norm(v, 1)`` on accelerators; per-tensor sums on the CPU, where the fused kernel is 5x
-slower), plus the count of elements with v > 0, counted (``_foreach_norm(v, 0)``, one host read)
-only until a tensor is known to be positive everywhere. Once positive, an element of v stays
+slower), plus the count of elements with v > 0: on accelerators a fused ``_foreach_norm(v, 0)``
+with no host read; on the CPU a sum of signs, only for the tensors not yet known to be positive
+everywhere (their counts are read on the host, free there). Once positive, an element of v stays
 positive: AdaGrad's sum never falls and the moving averages only decay; a float32 average decays
 to 0 only after ~80 000 (Adam, β2 = 0.999) or ~8 000 (RMSProp, α = 0.99) steps without a
 gradient for that element, which then counts as an element with v = 0 in the mean.
@@ -61,15 +62,14 @@ class EffectiveLR(ParameterStatistic):
 
     def compute(self, ctx: StepContext) -> torch.Tensor:
         layers, opt = ctx.layers, ctx.optimizer
-        out = torch.full((len(layers),), float("nan"), device=layers.device)
         if opt is None:
-            return out.reshape(1, -1)
+            return torch.full((1, len(layers)), float("nan"), device=layers.device)
         name = type(opt).__name__
         group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
         rows = [(p, layer, group_of[id(p)], opt.state.get(p, {})) for p, layer in zip(layers.params, layers.owner_ids)
                 if id(p) in group_of]
         if name == "Adadelta":
-            return _adadelta(rows, out).reshape(1, -1)
+            return _adadelta(rows, torch.full((len(layers),), float("nan"), device=layers.device)).reshape(1, -1)
         key, adam = SECOND_MOMENT.get(name, (None, False))
         with_state = [(layer, group, state) for _, layer, group, state in rows if key is not None and key in state]
         lr_eps: dict[int, tuple[float, float]] = {}
@@ -88,8 +88,8 @@ class EffectiveLR(ParameterStatistic):
         eps = layers.constant([lr_eps.get(i, (math.nan, 0.0))[1] for i in range(n)])
         stated = {layer for layer, _, _ in with_state}
         has = layers.constant([i in stated for i in range(n)], torch.bool)
-        out = torch.where(has, lr / (mean.sqrt() + eps), out)  # 0/0 (no element got a gradient yet) -> NaN
-        return out.reshape(1, -1)
+        # NaN for layers without state, and 0/0 for those where no element got a gradient yet
+        return torch.where(has, lr / (mean.sqrt() + eps), math.nan).reshape(1, -1)
 
     def _counts(self, v: list[torch.Tensor], layers: LayerParams) -> torch.Tensor:
         """The number of elements with v > 0 in each state tensor. On an accelerator one fused

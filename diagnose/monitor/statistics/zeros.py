@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagnose.monitor.statistics.base import Observation, OutputStatistic, register_statistic
+from diagnose.monitor.statistics.base import Observation, OutputStatistic, cpu_self_dot, register_statistic
 
 
 @register_statistic
@@ -21,9 +21,9 @@ class ZeroFraction(OutputStatistic):
         # zeros = count - nonzeros, on the host; sign² counts the nonzeros in float work (a bool
         # mask summed as int64 takes 2-7x longer on the CPU; the BLAS dot fuses square and sum)
         signs = output.sign()
-        if signs.device.type == "cpu" and signs.dtype in (torch.float32, torch.float64) and signs.is_contiguous():
-            flat = signs.view(-1)
-            return (torch.dot(flat, flat),)
+        nonzeros = cpu_self_dot(signs)
+        if nonzeros is not None:
+            return (nonzeros,)
         return (signs.abs_().sum(dtype=torch.float32 if signs.dtype in (torch.float16, torch.bfloat16) else None),)
 
     def finalize(self, values: np.ndarray, count: int) -> tuple[float, ...]:

@@ -37,6 +37,16 @@ class Rows:
         else:
             row[column] = value
 
+    def put_all(self, step: int, layer: str, columns: Sequence[str], values: Sequence[float]) -> None:
+        """Set several values of one row (``put`` for each, in one dictionary update when none
+        of them is there yet, the usual case)."""
+        row = self.layers.setdefault((step, layer), {})
+        if row.keys().isdisjoint(columns):
+            row.update(zip(columns, values))
+        else:
+            for column, value in zip(columns, values):
+                self.put(step, layer, column, value)
+
 
 class Record:
     """Values of one step still on the device, and how they become rows."""
@@ -87,14 +97,14 @@ class ParameterRecord(Record):
         table = values.reshape(len(self.columns), -1).T.tolist()  # Python floats, a row per layer
         for j, layer in enumerate(self.layers):
             if j not in self.missing:
-                for column, value in zip(self.columns, table[j]):
-                    rows.put(self.step, layer, column, value)
+                rows.put_all(self.step, layer, self.columns, table[j])
 
 
 @dataclass
 class OutputRecord(Record):
-    """Every observed module's output statistics of one sampled step: ``template`` holds the
-    numbers known on the host (NaN where a value is on the device, at ``device_at``)."""
+    """Every observed module's output statistics of one sampled step: ``values`` holds, at the
+    positions ``device_at``, the numbers computed on the device (NaN where the number was known on
+    the host); ``template`` holds every number known on the host, NaN elsewhere."""
 
     step: int
     layout: list[tuple[str, int, OutputStatistic]]  # (module, elements seen, statistic), in order
@@ -108,18 +118,16 @@ class OutputRecord(Record):
 
     def unpack(self, values: np.ndarray, rows: Rows) -> None:
         filled = self.template.copy()
-        filled[self.device_at] = values.reshape(-1)
+        values = values.reshape(-1)
+        filled[self.device_at] = np.where(np.isnan(values), filled[self.device_at], values)
         missing = np.isnan(filled).tolist()
         offset = 0
-        for layer, count, stat in self.layout:
-            chunk = filled[offset:offset + stat.width]
-            offset += stat.width
-            if count == 0 or all(missing[offset - stat.width:offset]):
-                continue
-            with np.errstate(all="ignore"):  # exploded activations overflow here: NaN/Inf is the answer
-                finalized = stat.finalize(chunk, count)
-            for column, value in zip(stat.columns, finalized):
-                rows.put(self.step, layer, column, value)
+        with np.errstate(all="ignore"):  # exploded activations overflow here: NaN/Inf is the answer
+            for layer, count, stat in self.layout:
+                start, offset = offset, offset + stat.width
+                if count == 0 or all(missing[start:offset]):
+                    continue
+                rows.put_all(self.step, layer, stat.columns, stat.finalize(filled[start:offset], count))
 
 
 @dataclass
@@ -185,17 +193,14 @@ class Buffer:
 
 
 def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Copy tensors to NumPy (float64) with one transfer per device."""
-    by_device: dict[torch.device, list[int]] = {}
+    """Copy tensors to NumPy (float64) with one transfer per device and dtype (a float32 cat of
+    int64 values would round them, so each dtype is concatenated apart, then widened once)."""
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(tensors):
-        by_device.setdefault(t.device, []).append(i)
+        groups.setdefault((t.device, t.dtype), []).append(i)
     out: list[np.ndarray] = [np.empty(0)] * len(tensors)
-    for indices in by_device.values():
-        group = [tensors[i].reshape(-1) for i in indices]
-        if len({t.dtype for t in group}) == 1:  # one cat, one conversion (a float32 cat of int64 would round)
-            flat = torch.cat(group).double().cpu().numpy()  # host sync
-        else:
-            flat = torch.cat([t.double() for t in group]).cpu().numpy()  # host sync
+    for indices in groups.values():
+        flat = torch.cat([tensors[i].reshape(-1) for i in indices]).double().cpu().numpy()  # host sync
         offset = 0
         for i in indices:
             n = tensors[i].numel()

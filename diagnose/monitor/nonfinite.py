@@ -76,9 +76,9 @@ class NonFiniteTracker:
         """Exact NaN/Inf counts of this sampled step: per observed-module index, and per layer
         (gradients). Costs one host sync; the counting itself only runs where something is bad."""
         sampled, self._sampled = self._sampled, []
-        grad_norms = ctx.grad_param_norms() if ctx is not None and ctx.grads else None
+        squares = ctx.grad_squares() if ctx is not None and ctx.grads else None
         parts = ([torch.stack([t for _, _, t in sampled])] if sampled else []) + \
-            ([grad_norms] if grad_norms is not None else [])
+            ([squares] if squares is not None else [])
         if not parts:
             return {}, None
         flat = torch.cat(parts) if len(parts) > 1 else parts[0]
@@ -92,11 +92,11 @@ class NonFiniteTracker:
             bad = not math.isfinite(float(total))  # host sync
             outputs[index] = outputs.get(index, 0.0) + (float(sum(count_nonfinite(t) for t in tensors)) if bad else 0.0)
         per_layer = None
-        if ctx is not None and grad_norms is not None:
+        if ctx is not None and squares is not None:
             owner = ctx.grad_owner.tolist()  # host sync
             per_layer = np.zeros(len(ctx.layers))
-            for g, norm, layer in zip(ctx.grads, grad_norms.tolist(), owner):  # host sync
-                if not math.isfinite(norm):
+            for g, square, layer in zip(ctx.grads, squares.tolist(), owner):  # host sync
+                if not math.isfinite(square):
                     per_layer[layer] += float(count_nonfinite(dense(g)))  # host sync
         return outputs, per_layer
 

@@ -91,6 +91,11 @@ class OutputStatistics:
         # The order modules ran in at the first sampled step: which layer feeds which (findings
         # use it to know the layers whose output a normalization layer rescales).
         self._order: dict[str, None] | None = {}
+        # the last step's shape and the record layout built for it (see end_step)
+        self._signature: tuple = ()
+        self._slots: tuple = ()
+        self._layout: tuple = ([], np.empty(0), np.empty(0, dtype=int), [])
+        self._nans: dict[torch.device, torch.Tensor] = {}
 
     def new_forward(self) -> None:
         """A forward pass of the model starts: call positions count from 0 again."""
@@ -133,33 +138,31 @@ class OutputStatistics:
         return order
 
     def end_step(self, step: int, device: torch.device) -> OutputRecord:
-        """Combine the step's partials into one record (values stay on the device) and reset."""
-        layout: list[tuple[str, int, OutputStatistic]] = []
-        template: list[float] = []
-        device_at: list[int] = []
+        """Combine the step's partials into one record (values stay on the device) and reset.
+        The record's layout is built again only when the step's shape changes (which modules ran,
+        how often, on how many elements): most steps only combine and stack."""
+        signature = (tuple(self._counts.items()), tuple(len(p) for p in self._partials.values()))
+        if signature != self._signature or tuple(self._partials) != self._slots:
+            self._signature, self._slots = signature, tuple(self._partials)
+            self._layout = self._build_layout()
+        layout, template, device_at, combined = self._layout
         on_device: list[torch.Tensor] = []
-        for obs in self.observed:
-            count = self._counts.get(obs.index, 0)
-            for (k, stat), key in zip(obs.stats, obs.keys):
-                layout.append((obs.name, count, stat))
-                partials = self._partials.get((obs.index, k))
-                values: Sequence[torch.Tensor | float] | None = None
-                if partials:
-                    try:
-                        values = stat.combine(partials)
-                    except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
-                        self._fail(key, err)
-                if values is None or len(values) != stat.width:
-                    values = [math.nan] * stat.width
-                for v in values:
-                    if isinstance(v, torch.Tensor):
-                        device_at.append(len(template))
-                        template.append(math.nan)
-                        if v.ndim:
-                            v = v.reshape(())
-                        on_device.append(v if v.device == device else v.to(device))
-                    else:
-                        template.append(float(v))
+        host: list[float] = []
+        for slot, stat, key in combined:
+            values: Sequence[torch.Tensor | float] | None = None
+            try:
+                values = stat.combine(self._partials[slot])
+            except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
+                self._fail(key, err)
+            if values is None or len(values) != stat.width:
+                values = [math.nan] * stat.width
+            for v in values:
+                if isinstance(v, torch.Tensor):
+                    on_device.append(v if v.ndim == 0 else v.reshape(()))
+                    host.append(math.nan)
+                else:
+                    on_device.append(self._nan(device))
+                    host.append(float(v))
         self._partials.clear()
         self._counts.clear()
         # stacked straight into float64 (float32 under MPS, which has no float64): counts above
@@ -167,5 +170,33 @@ class OutputStatistics:
         dtype = torch.float32 if device.type == "mps" else torch.float64
         stacked = torch.empty(len(on_device), dtype=dtype, device=device)
         if on_device:
-            torch.stack(on_device, out=stacked)
-        return OutputRecord(step, layout, np.array(template, dtype=float), np.array(device_at, dtype=int), stacked)
+            torch.stack([v if v.device == device else v.to(device) for v in on_device], out=stacked)
+        filled = template.copy()
+        filled[device_at] = host  # the host numbers; NaN where the value is on the device
+        return OutputRecord(step, layout, filled, device_at, stacked)
+
+    def _nan(self, device: torch.device) -> torch.Tensor:
+        """A 0-d NaN on ``device``, made once: the stand-in for a value known on the host."""
+        nan = self._nans.get(device)
+        if nan is None:
+            nan = self._nans[device] = torch.tensor(math.nan, device=device)
+        return nan
+
+    def _build_layout(self) -> tuple[list[tuple[str, int, OutputStatistic]], np.ndarray, np.ndarray,
+                                     list[tuple[tuple[int, int], OutputStatistic, str]]]:
+        """Every (module, statistic) in order with its element count; the template of host values
+        (NaN for a statistic without partials this step); where the combined values go in it; the
+        (module, statistic) pairs that have partials."""
+        layout: list[tuple[str, int, OutputStatistic]] = []
+        template: list[float] = []
+        device_at: list[int] = []
+        combined: list[tuple[tuple[int, int], OutputStatistic, str]] = []
+        for obs in self.observed:
+            count = self._counts.get(obs.index, 0)
+            for (k, stat), key in zip(obs.stats, obs.keys):
+                layout.append((obs.name, count, stat))
+                if (obs.index, k) in self._partials:
+                    combined.append(((obs.index, k), stat, key))
+                    device_at.extend(range(len(template), len(template) + stat.width))
+                template.extend([math.nan] * stat.width)
+        return layout, np.array(template, dtype=float), np.array(device_at, dtype=int), combined

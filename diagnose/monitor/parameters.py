@@ -59,6 +59,8 @@ class ParameterStatistics:
             if self._snapshot is None:
                 self._snapshot = [torch.empty_like(p) for p in params]
             torch._foreach_copy_(self._snapshot, params)
+            # their norms now, while the copy is still in the cache (a pass less from memory later)
+            self._weights_before = self.layers.norms(self._snapshot)
         self._snapshot_step = step
 
     def end_step(self, step: int) -> tuple[StepContext, list[ParameterRecord]]:
@@ -67,11 +69,14 @@ class ParameterStatistics:
         grads, owner = self.layers.grads()
         ctx = StepContext(self.layers, self.optimizer, grads, owner,
                           self._snapshot if self._snapshot_step == step else None)
-        self._snapshot_step = None
-        if self._weights_before is not None and isinstance(self.optimizer, torch.optim.SGD):
-            ctx.provide(weights_before=self._weights_before,
-                        update=sgd_update.sgd_update_norms(self.optimizer, self.layers))
+        if self._weights_before is not None:
+            if ctx.snapshot is not None:
+                ctx.provide(weights_before=self._weights_before)
+            elif sgd_update.supports(self.optimizer) and self._snapshot_step is None:
+                ctx.provide(weights_before=self._weights_before,
+                            update=sgd_update.sgd_update_norms(self.optimizer, self.layers))  # type: ignore[arg-type]
             self._weights_before = None
+        self._snapshot_step = None
         records = []
         for stat in self.statistics:
             key = type(stat).__name__

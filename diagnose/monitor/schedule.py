@@ -8,7 +8,10 @@
 With an overhead budget (``dg.watch(..., overhead=0.03)``) the cadence is not fixed: the watch
 times its own work (the seconds spent in its hooks) against the training step's, and after each
 sampled step sets ``every`` so that its own share stays under the budget:
-``(own per step + extra of a sampled step / every) / plain step <= budget``.
+``(own per step + extra of a sampled step / every) / plain step <= budget``. The extra of a
+sampled step is the larger of two medians: its own seconds beyond an unsampled step's, and its
+wall-clock seconds beyond an unsampled step's, which also holds what the hooks cost outside
+themselves (torch calling them, the caches they evict).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from dataclasses import dataclass
 WINDOW = 20
 START_EVERY = 10
 MAX_EVERY = 5000
+# The measured overhead is over the training steps' time: the time between two steps beyond this
+# many typical steps is a pause (an evaluation, a checkpoint, other work), not training.
+PAUSE = 5
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,11 @@ class Schedule:
         self._plain: deque[float] = deque(maxlen=WINDOW)     # step seconds without the watch's own
         self._own: deque[float] = deque(maxlen=WINDOW)       # the watch's seconds, unsampled steps
         self._sampled_own: deque[float] = deque(maxlen=5)    # the watch's seconds, sampled steps
+        self._wall: deque[float] = deque(maxlen=WINDOW)      # step seconds, unsampled steps
+        self._sampled_wall: deque[float] = deque(maxlen=5)   # step seconds, sampled steps
         self.own_seconds = 0.0
         self.step_seconds = 0.0
+        self._typical = math.inf  # median step seconds without the watch's own, refreshed when sampled
 
     def plan(self, step: int) -> StepPlan:
         """What runs on ``step``."""
@@ -66,11 +75,14 @@ class Schedule:
         self._since_flush += 1
         self.own_seconds += own
         if seconds > 0:
-            self.step_seconds += seconds
+            self.step_seconds += own + min(max(seconds - own, 0.0), PAUSE * self._typical)
             (self._sampled_own if sampled else self._own).append(own)
+            (self._sampled_wall if sampled else self._wall).append(seconds)
             if not sampled:
                 self._plain.append(max(seconds - own, 1e-9))
         if sampled:
+            if len(self._plain) >= 3:
+                self._typical = statistics.median(self._plain)
             if self.budget is not None:
                 self.every = self._budgeted()
             self._next = step + self.every
@@ -83,7 +95,8 @@ class Schedule:
             return self.every
         plain = statistics.median(self._plain)
         always = statistics.median(self._own) if self._own else 0.0
-        extra = max(statistics.median(self._sampled_own) - always, 0.0)
+        extra = max(statistics.median(self._sampled_own) - always,
+                    statistics.median(self._sampled_wall) - statistics.median(self._wall), 0.0)
         room = self.budget * plain - always if self.budget is not None else 0.0
         if room <= 0:
             return MAX_EVERY  # the every-step checks alone use the budget: sample as rarely as allowed
@@ -91,7 +104,8 @@ class Schedule:
 
     @property
     def measured_overhead(self) -> float | None:
-        """The watch's own seconds over the rest of the steps' seconds, so far."""
+        """The watch's own seconds over the rest of the steps' seconds, so far (a pause between
+        steps counts as ``PAUSE`` typical steps at most)."""
         rest = self.step_seconds - self.own_seconds
         return self.own_seconds / rest if self.step_seconds > 0 and rest > 0 else None
 

@@ -3,7 +3,7 @@
 After ``SGD.step()`` the update of each parameter is known exactly from what the step used:
 without momentum Δθ = -lr * g; with momentum (not Nesterov) Δθ = -lr * buf, the momentum buffer
 the step just wrote (torch/optim/sgd.py; ``maximize`` only flips the sign). So ||Δθ|| is one
-fused norm over the gradients or the buffers, instead of a copy of every parameter before the step
+``foreach_squares`` over the gradients or the buffers, instead of a copy of every parameter before the step
 and two more passes after it (about 3x less memory traffic; see benchmarks/overhead.py). Weight
 decay and Nesterov momentum make Δθ depend on the parameters before the step: those fall back to
 the copy.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from diagnose.monitor.layers import LayerParams, foreach_norms
+from diagnose.monitor.layers import LayerParams, foreach_squares
 
 
 def supports(optimizer: torch.optim.Optimizer | None) -> bool:
@@ -39,6 +39,5 @@ def sgd_update_norms(optimizer: torch.optim.SGD, layers: LayerParams) -> torch.T
         rates.append(float(lr))
     if not tensors:
         return torch.zeros(len(layers), device=layers.device)
-    norms = foreach_norms(tensors)
-    scaled = norms * layers.constant(rates)
-    return layers.sum_per_layer(scaled.square_(), layers.constant(owners, torch.long)).sqrt_()
+    scaled = foreach_squares(tensors) * layers.constant([r * r for r in rates])
+    return layers.sum_per_layer(scaled, layers.constant(owners, torch.long)).sqrt_()

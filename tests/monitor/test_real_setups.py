@@ -339,6 +339,28 @@ def test_the_budgeted_cadence_follows_the_measured_costs():
     assert tight.every == 5000
 
 
+def test_the_budget_counts_what_a_sampled_step_costs_outside_the_hooks():
+    from diagnose.monitor.schedule import Schedule
+    schedule = Schedule(0, 50, 10**6, 1e9, budget=0.03)
+    # the hooks time 1 ms of a sampled step, but the step takes 5 ms longer (torch calling the
+    # hooks, caches they evicted): the wall-clock extra sets the cadence, 5 / (0.3 - 0.1) = 25
+    for step in range(200):
+        plan = schedule.plan(step)
+        own = 1.1e-3 if plan.sampled else 1e-4
+        schedule.step_done(step, plan.sampled, own, 10e-3 + (5.1e-3 if plan.sampled else 1e-4))
+    assert schedule.every == 25
+
+
+def test_a_pause_between_steps_does_not_dilute_the_measured_overhead():
+    from diagnose.monitor.schedule import PAUSE, Schedule
+    schedule = Schedule(0, 10, 10**6, 1e9)
+    for step in range(100):  # 1 ms of own work on 10 ms steps: 10 %
+        schedule.step_done(step, schedule.plan(step).sampled, 1e-3, 11e-3)
+    schedule.step_done(100, False, 1e-3, 60.0)  # a minute of evaluation before this step
+    # the pause counts as PAUSE typical steps at most: 101 ms of own over 1000 + 10 * PAUSE ms
+    assert schedule.measured_overhead == pytest.approx(101 / (1000 + 10 * PAUSE), rel=1e-6)
+
+
 class SlowStatistic(OutputStatistic):
     """Costs 5 ms of a fake clock per call: a costly statistic, deterministically."""
 

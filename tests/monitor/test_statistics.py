@@ -67,7 +67,11 @@ def recorded(request, tmp_path_factory):
             rec.outputs = {}
             before = {n: [p.detach().clone() for p in rec.own(n)] for n, _ in model.named_modules() if n}
             opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
+            if step == 2:  # two micro-batches: each module runs twice, then once again at step 3
+                for half in (slice(0, 16), slice(16, 32)):
+                    (nn.functional.cross_entropy(model(x[half]), y[half]) / 2).backward()
+            else:
+                nn.functional.cross_entropy(model(x), y).backward()
             grads = {n: [p.grad.detach().clone() for p in rec.own(n) if p.grad is not None] for n in before}
             opt.step()
             for name, module in model.named_modules():

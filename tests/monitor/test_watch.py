@@ -333,15 +333,21 @@ def test_effective_learning_rate_is_the_sgd_rate_that_takes_the_same_step(tmp_pa
     assert eff * c.norm().item() == pytest.approx(step, rel=1e-4)
 
 
-def test_effective_learning_rate_counts_rows_as_they_start_receiving_gradient(tmp_path):
-    # the rows in use grow from 2 to all 10: each step's count is the rows seen so far
+@pytest.mark.parametrize("rows, first, more", [
+    (10, 2, 2),   # 80 % of the table at 0, then 60 %, ...: counted in full until few are left at 0
+    (40, 32, 1),  # 20 % at 0 from the start: only those positions are looked at after the first count
+])
+def test_effective_learning_rate_counts_rows_as_they_start_receiving_gradient(tmp_path, rows, first, more):
+    # the rows in use grow step by step to the whole table: each step's count is the rows seen so far
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Embedding(10, 3), nn.Flatten(), nn.Linear(3, 2))
+    model = nn.Sequential(nn.Embedding(rows, 3), nn.Flatten(), nn.Linear(3, 2))
     opt = torch.optim.Adagrad(model.parameters(), lr=0.1)
     expected = []
     with dg.watch(model, opt, tmp_path, every=1) as run:
-        for step in range(6):
-            ids = torch.arange(min(2 * (step + 1), 10)).reshape(-1, 1)
+        for step in range(10):
+            if step == 7:  # a reloaded optimizer: new state tensors, counted afresh
+                opt.load_state_dict(opt.state_dict())
+            ids = torch.arange(min(first + more * step, rows)).reshape(-1, 1)
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(ids), torch.zeros(len(ids), dtype=torch.long))
             loss.backward()

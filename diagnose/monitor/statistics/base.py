@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagnose.monitor.layers import LayerParams, foreach_norms
+from diagnose.monitor.layers import LayerParams, foreach_squares
 from diagnose.registry import Registry
 
 S = TypeVar("S", bound="Statistic")
@@ -127,18 +127,18 @@ class StepContext:
         if update is not None:
             self._cache["update"] = update
 
-    def grad_param_norms(self) -> torch.Tensor:
-        """The L2 norm of each present gradient (one fused kernel, shared by every statistic)."""
-        if "grad_params" not in self._cache:
-            self._cache["grad_params"] = (foreach_norms(self.grads) if self.grads
-                                          else torch.zeros(0, device=self.layers.device))
-        return self._cache["grad_params"]
+    def grad_squares(self) -> torch.Tensor:
+        """The squared L2 norm of each present gradient (``foreach_squares``, shared by every
+        statistic and the NaN/Inf counts)."""
+        if "grad_squares" not in self._cache:
+            self._cache["grad_squares"] = (foreach_squares(self.grads) if self.grads
+                                           else torch.zeros(0, device=self.layers.device))
+        return self._cache["grad_squares"]
 
     def grad_norms(self) -> torch.Tensor:
         """Per-layer gradient norm; NaN for layers without a gradient."""
         if "grad" not in self._cache:
-            squares = self.grad_param_norms().square()
-            norms = self.layers.sum_per_layer(squares, self.grad_owner).sqrt_()
+            norms = self.layers.sum_per_layer(self.grad_squares(), self.grad_owner).sqrt_()
             self._cache["grad"] = norms if self.layers.all_grads else self.layers.mask_missing(norms)
         return self._cache["grad"]
 
@@ -159,8 +159,7 @@ class StepContext:
             if self.snapshot is None:
                 return None
             self.weight_norms_before()
-            torch._foreach_sub_(self.snapshot, list[torch.Tensor](self.layers.params))  # now -Δθ
-            self._cache["update"] = self.layers.norms(self.snapshot)
+            self._cache["update"] = self.layers.update_norms(self.snapshot)  # the snapshot is now -Δθ
             self.snapshot = None
         return self._cache["update"]
 

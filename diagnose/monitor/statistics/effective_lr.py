@@ -13,11 +13,13 @@ momentum) report their learning rate.
 Cost, on sampled steps only and without a per-layer host read: one sum per state tensor (a fused
 ``_foreach_norm(v, 1)`` on accelerators; per-tensor sums on the CPU, where the fused kernel is 5x
 slower), plus the count of elements with v > 0: on accelerators a fused ``_foreach_norm(v, 0)``
-with no host read; on the CPU a sum of signs, only for the tensors not yet known to be positive
-everywhere (their counts are read on the host, free there). Once positive, an element of v stays
-positive: AdaGrad's sum never falls and the moving averages only decay; a float32 average decays
-to 0 only after ~80 000 (Adam, β2 = 0.999) or ~8 000 (RMSProp, α = 0.99) steps without a
-gradient for that element, which then counts as an element with v = 0 in the mean.
+with no host read; on the CPU each tensor is counted once by the sum of its signs, and from then
+on only the positions where v was still 0 are looked at (a gather of 25 % or less; the
+counts are read on the host, free there). Once positive, an element of v stays positive:
+AdaGrad's sum never falls and the moving averages only decay; a float32 average decays to 0 only
+after ~80 000 (Adam, β2 = 0.999) or ~8 000 (RMSProp, α = 0.99) steps without a gradient for that
+element, which the CPU path still counts (it got a gradient once) and the accelerator path no
+longer does.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ class EffectiveLR(ParameterStatistic):
     columns = ("eff_lr",)
 
     def __init__(self) -> None:
-        # state tensors known to be positive everywhere (their count of v > 0 is their size), by id;
-        # the weak reference tells a live tensor from a new one that reuses a freed id
-        self._full: dict[int, weakref.ref[torch.Tensor]] = {}
+        # per state tensor (by id): the positions where v was still 0 at the last sampled step, or
+        # None when that is most of it; the weak reference tells a live tensor from a new one that
+        # reuses a freed id
+        self._zeros: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor | None]] = {}
 
     def compute(self, ctx: StepContext) -> torch.Tensor:
         layers, opt = ctx.layers, ctx.optimizer
@@ -92,23 +95,37 @@ class EffectiveLR(ParameterStatistic):
         return torch.where(has, lr / (mean.sqrt() + eps), math.nan).reshape(1, -1)
 
     def _counts(self, v: list[torch.Tensor], layers: LayerParams) -> torch.Tensor:
-        """The number of elements with v > 0 in each state tensor. On an accelerator one fused
-        count of all of them (no host read); on the CPU only the tensors not yet known to be
-        positive everywhere are counted, by the sum of their signs (the 0-norm is 20x slower)."""
+        """The number of elements of each state tensor that ever had v > 0 at a sampled step. On
+        an accelerator one fused count (the 0-norm) of all of them, no host read. On the CPU each
+        tensor is counted once in full; after that only its elements that were still 0 are looked
+        at (a gather of those positions), while they are at most ``_TRACKED`` of it; a tensor
+        mostly at 0 (an embedding table's unused rows) is counted again by the sum of its signs."""
         if layers.device.type != "cpu":
             return torch.stack(torch._foreach_norm(v, 0)).float()
-        todo = [i for i, t in enumerate(v) if (known := self._full.get(id(t))) is None or known() is not t]
-        sizes = [float(t.numel()) for t in v]
-        if not todo:
-            return layers.constant(sizes)
-        # a float32 sum of 0s and 1s is exact below 2^24 elements (and 3x faster than float64's)
-        counted = torch.stack([v[i].sign().sum(dtype=torch.float64 if v[i].numel() > 2**24 else torch.float32)
-                               for i in todo])
-        for i, count in zip(todo, counted.tolist()):  # the CPU: no device to wait for
-            if count == sizes[i]:
-                self._full[id(v[i])] = weakref.ref(v[i])
-            sizes[i] = count
-        return torch.tensor(sizes, device=layers.device)
+        sizes: list[float] = []
+        for t in v:
+            flat = t.reshape(-1)
+            known = self._zeros.get(id(t))
+            zeros: torch.Tensor | None
+            if known is not None and known[0]() is t and (tracked := known[1]) is not None:
+                if tracked.numel() and (seen := torch.index_select(flat, 0, tracked)).any():  # v > 0 at new places
+                    tracked = tracked[seen == 0]
+                zeros = tracked
+                sizes.append(float(flat.numel() - tracked.numel()))
+            else:  # first sight, or most of it at 0: count the positives (float32 is exact below 2^24)
+                positives = float(flat.sign().sum(dtype=torch.float64 if flat.numel() > 2**24 else torch.float32))
+                zeros = (flat == 0).nonzero().reshape(-1).int() \
+                    if flat.numel() - positives <= _TRACKED * flat.numel() and flat.numel() < 2**31 else None
+                sizes.append(positives)
+                if known is None or known[0]() is not t:
+                    self._forget_freed()
+            self._zeros[id(t)] = (weakref.ref(t) if known is None or known[0]() is not t else known[0], zeros)
+        return layers.constant(sizes)
+
+    def _forget_freed(self) -> None:
+        """Drop the entries of state tensors that no longer exist (a reloaded optimizer)."""
+        for key in [k for k, (ref, _) in self._zeros.items() if ref() is None]:
+            del self._zeros[key]
 
     def oracle(self, obs: Observation) -> tuple[float, ...] | None:
         opt = obs.optimizer
@@ -132,14 +149,25 @@ class EffectiveLR(ParameterStatistic):
         return (lr,)
 
 
-def _bias_corrections(with_state: list[tuple[int, dict, dict]], layers: LayerParams) -> torch.Tensor:
-    """1 / (1 - β2^t) per state tensor: Adam's bias correction of v at its step t (1 before a step)."""
+# The largest fraction of a state tensor's elements at 0 whose positions are kept, as int32: at
+# most a quarter of the tensor's own memory (a layer with many dead units); beyond it, or past
+# 2^31 elements, the tensor is counted again at each sampled step.
+_TRACKED = 0.25
+
+
+def _bias_corrections(with_state: list[tuple[int, dict, dict]], layers: LayerParams) -> torch.Tensor | float:
+    """1 / (1 - β2^t) per state tensor: Adam's bias correction of v at its step t (1 before a step).
+    Steps kept on the CPU (every optimizer but a capturable or fused one) are read there: one
+    number when every tensor is at the same step and β2, no device work."""
     steps = [state["step"] for _, _, state in with_state]
-    beta2 = layers.constant([group["betas"][1] for _, group, _ in with_state], torch.float64)
-    if all(isinstance(t, torch.Tensor) for t in steps):  # torch >= 1.12 keeps the step in a tensor
-        t = torch.stack(steps).to(device=layers.device, dtype=torch.float64)
-    else:
-        t = torch.tensor([float(t) for t in steps], dtype=torch.float64, device=layers.device)
+    betas = [float(group["betas"][1]) for _, group, _ in with_state]
+    if all(not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in steps):
+        host = [float(t) for t in steps]
+        factors = [1 / (1 - b ** t) if t > 0 else 1.0 for b, t in zip(betas, host)]
+        return factors[0] if len(set(factors)) == 1 else torch.tensor(factors, device=layers.device)
+    beta2 = layers.constant(betas, torch.float64)
+    t = torch.stack([s if isinstance(s, torch.Tensor) else torch.tensor(float(s)) for s in steps]).to(
+        device=layers.device, dtype=torch.float64)
     return torch.where(t > 0, 1 / (1 - beta2 ** t), 1.0).float()
 
 

@@ -6,8 +6,9 @@ closed form (``sgd_update.py``) and nothing is copied. Every other optimizer kee
 the parameters** for the whole run, allocated at the first sampled step and refreshed right
 before each sampled ``optimizer.step()`` (its pre-step hook), so that the update measured is the
 optimizer's own: weights the user changes between steps (a WGAN's clipping) are not counted as
-part of it. Its cost is one ``_foreach_copy_``. Without an optimizer (``run.step()``) the copy is
-taken when the step starts.
+part of it. Its cost is one ``_foreach_copy_``, whose norms (the weight norms) are taken right
+after it while the copy is in the cache; after the step the copy becomes -Δθ in place and its norm
+is the update's. Without an optimizer (``run.step()``) the copy is taken when the step starts.
 """
 
 from __future__ import annotations

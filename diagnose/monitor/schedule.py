@@ -8,7 +8,8 @@
 With an overhead budget (``dg.watch(..., overhead=0.03)``) the cadence is not fixed: the watch
 times its own work (the seconds spent in its hooks) against the training step's, and after each
 sampled step sets ``every`` so that its own share stays under the budget:
-``(own per step + extra of a sampled step / every) / plain step <= budget``. The extra of a
+``(own per step + extra of a sampled step / every) / plain step <= budget``. The own time per
+step is the mean over every unsampled step so far, so the flushes they carry count. The extra of a
 sampled step is the larger of two medians: its own seconds beyond an unsampled step's, and its
 wall-clock seconds beyond an unsampled step's, which also holds what the hooks cost outside
 themselves (torch calling them, the caches they evict).
@@ -61,6 +62,11 @@ class Schedule:
         self.own_seconds = 0.0
         self.step_seconds = 0.0
         self._typical = math.inf  # median step seconds without the watch's own, refreshed when sampled
+        self._unsampled_own = 0.0   # the watch's seconds over every unsampled step, and their count
+        self._unsampled = 0
+        # the share of the every-step work (NaN/Inf checks, step hooks, logging), once measured:
+        # when it alone is over the budget, no cadence can meet it (the watch says so)
+        self.every_step_share: float | None = None
 
     def plan(self, step: int) -> StepPlan:
         """What runs on ``step``."""
@@ -79,6 +85,8 @@ class Schedule:
             (self._sampled_own if sampled else self._own).append(own)
             (self._sampled_wall if sampled else self._wall).append(seconds)
             if not sampled:
+                self._unsampled_own += own
+                self._unsampled += 1
                 self._plain.append(max(seconds - own, 1e-9))
         if sampled:
             if len(self._plain) >= 3:
@@ -94,9 +102,10 @@ class Schedule:
         if len(self._plain) < 3 or not self._sampled_own:
             return self.every
         plain = statistics.median(self._plain)
-        always = statistics.median(self._own) if self._own else 0.0
-        extra = max(statistics.median(self._sampled_own) - always,
+        always = self._unsampled_own / self._unsampled if self._unsampled else 0.0
+        extra = max(statistics.median(self._sampled_own) - (statistics.median(self._own) if self._own else 0.0),
                     statistics.median(self._sampled_wall) - statistics.median(self._wall), 0.0)
+        self.every_step_share = always / plain
         room = self.budget * plain - always if self.budget is not None else 0.0
         if room <= 0:
             return MAX_EVERY  # the every-step checks alone use the budget: sample as rarely as allowed

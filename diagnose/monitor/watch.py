@@ -13,8 +13,9 @@ every step     the step count (optimizer step hook);        none
 sampled steps  output statistics (moments, zeros, dead      ~4 reductions per observed output;
                units, saturation), in forward hooks         hooks on the other modules only then
                attached for that step only
-sampled steps  parameter statistics (gradient, weight and   2-3 fused ``_foreach`` passes over the
-               update norms, effective lr)                  parameters. Memory: optimizers other
+sampled steps  parameter statistics (gradient, weight and   a pass over the gradients and one over
+               update norms, effective lr)                  the copy (fused ``_foreach`` ops; BLAS
+                                                            dots on the CPU). Memory: optimizers other
                                                             than plain/momentum SGD keep ONE COPY
                                                             OF THE PARAMETERS for the whole run
                                                             (``parameters.py``) to measure the
@@ -163,6 +164,7 @@ class Watch:
         self._closed = False
         self._forward_passes = 0
         self._forward_since_step = False  # a training forward pass of the step in progress ran
+        self._budget_warned = False
         try:
             self._attach()
             self._begin_step(self.start_step)
@@ -204,30 +206,48 @@ class Watch:
         return self.nonfinite is not None and obs.can_originate
 
     def _hook(self, obs: Observed) -> Callable[..., None]:
-        checked = self._checked(obs)
+        checked, name, nonfinite = self._checked(obs), obs.name, self.nonfinite
+        perf_counter = time.perf_counter
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            if not (module.training or torch.is_grad_enabled()) or _in_backward():
-                return  # an evaluation pass, or checkpointing replaying a forward: not the step's
-            if type(output) is torch.Tensor:
-                tensors = [output.detach()] if output.is_floating_point() else []
-            else:
-                tensors = [t.detach() for t in output_tensors(output)]
-            if not tensors:
-                return
-            if not self._plan.sampled:
-                if checked and self.nonfinite is not None:
-                    self.nonfinite.check(obs.name, tensors)
-                return
-            with torch.no_grad():
-                total = self._outputs.add(obs, output, tensors)  # the statistics' sum, if they took it
-                if self.nonfinite is not None:
-                    if total is None:
-                        total = self.nonfinite.total(tensors)
-                    if checked:
-                        self.nonfinite.check(obs.name, tensors, total)
-                    self.nonfinite.keep_for_count(obs.index, tensors, total)
-        return self._guarded("a forward hook", hook)
+            # timed and guarded like _guarded's hooks, inline: this runs for every checked output
+            # of every step, so the unsampled path is kept to a few operations
+            start = perf_counter()
+            try:
+                if not (module.training or torch.is_grad_enabled()) or _in_backward():
+                    return  # an evaluation pass, or checkpointing replaying a forward: not the step's
+                if not self._plan.sampled:
+                    if checked and nonfinite is not None:
+                        if type(output) is torch.Tensor:
+                            if output.is_floating_point():
+                                nonfinite.check_one(name, output.detach())
+                        elif tensors := output_tensors(output):
+                            nonfinite.check(name, [t.detach() for t in tensors])
+                    return
+                self._sampled_output(obs, output, checked)
+            except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
+                self._internal("a forward hook", err)
+            finally:
+                self._own += perf_counter() - start
+        return hook
+
+    def _sampled_output(self, obs: Observed, output: Any, checked: bool) -> None:
+        """A module's output on a sampled step: its statistics' partials, its NaN/Inf check, and
+        the output kept until the step ends, to count its NaN/Inf if there are any."""
+        if type(output) is torch.Tensor:
+            tensors = [output.detach()] if output.is_floating_point() else []
+        else:
+            tensors = [t.detach() for t in output_tensors(output)]
+        if not tensors:
+            return
+        with torch.no_grad():
+            total = self._outputs.add(obs, output, tensors)  # the statistics' sum, if they took it
+            if self.nonfinite is not None:
+                if total is None:
+                    total = self.nonfinite.total(tensors)
+                if checked:
+                    self.nonfinite.check(obs.name, tensors, total)
+                self.nonfinite.keep_for_count(obs.index, tensors, total)
 
     def _on_forward_start(self, module: nn.Module, args: Any) -> None:
         if not (module.training or torch.is_grad_enabled()) or _in_backward():
@@ -299,11 +319,25 @@ class Watch:
         flush = self.schedule.step_done(step, plan.sampled, self._own + now - start, seconds)
         if plan.sampled and self.schedule.budget is not None:
             self.buffer.log(step, {"watch_every": self.schedule.every})  # the cadence until the next sample
+            self._check_budget()
         self._last_end = now
         self._begin_step(step + 1)
         if flush:
             self.flush()
         self._own = time.perf_counter() - now  # the next step's share: its hooks attached, the flush
+
+    def _check_budget(self) -> None:
+        """Say once when the every-step work alone is over the budget: sampling as rarely as
+        allowed cannot meet it then, and only a larger budget or no NaN/Inf checks can."""
+        share, budget = self.schedule.every_step_share, self.schedule.budget
+        if self._budget_warned or share is None or budget is None or share <= budget:
+            return
+        self._budget_warned = True
+        message = (f"the every-step NaN/Inf checks and step hooks alone cost {share:.1%} of this model's training "
+                   f"step, over the budget of {budget:.1%}: statistics are sampled every {self.schedule.every} steps; "
+                   f"pass a larger overhead= or track_nonfinite=False to meet it")
+        log.warning("diagnose.watch: %s", message)
+        self.writer.set_meta(overhead_warning=message)
 
     @property
     def measured_overhead(self) -> float | None:
@@ -415,7 +449,8 @@ class Watch:
                 log.warning("diagnose.watch: %d forward passes but no step was counted in %s: pass the optimizer to "
                             "dg.watch, or call run.step() after each step", self._forward_passes, self.run_dir)
             self.writer.set_meta(overhead={"measured": self.measured_overhead, "budget": self.schedule.budget,
-                                           "every_at_end": self.schedule.every})
+                                           "every_at_end": self.schedule.every,
+                                           "every_step_share": self.schedule.every_step_share})
             self.writer.set_meta(end_time=now(), steps=self._step, steps_counted=counted,
                                  forward_passes=self._forward_passes, errors=self._errors,
                                  missing_statistics=self._missing_statistics(),

@@ -51,8 +51,14 @@ def _overhead(info: dict[str, Any]) -> str | None:
     if measured is None:
         return None
     text = f"{100 * measured:.1f} % of the training steps' time, spent in its hooks"
-    return text + (f" (budget {100 * budget:.0f} %, cadence every {info.get('every_at_end')} steps at the end)"
-                   if budget is not None else "")
+    if budget is None:
+        return text
+    text += f" (budget {100 * budget:.0f} %, cadence every {info.get('every_at_end')} steps at the end)"
+    share = info.get("every_step_share")
+    if share is not None and share > budget:
+        text += (f"; the every-step NaN/Inf checks alone cost {100 * share:.1f} %, over the budget: "
+                 "a larger budget or track_nonfinite=False would meet it")
+    return text
 
 
 def summary(run: Run, data: RunData) -> dict[str, Any]:

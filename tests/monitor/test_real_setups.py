@@ -250,7 +250,8 @@ def test_every_part_failing_leaves_training_bitwise_unchanged(tmp_path, monkeypa
     for cls in STATISTICS.values():  # every statistic raises...
         method = "partial" if issubclass(cls, OutputStatistic) else "compute"
         monkeypatch.setattr(cls, method, boom)
-    monkeypatch.setattr(nonfinite.NonFiniteTracker, "check", boom)         # ...the per-step check,
+    monkeypatch.setattr(nonfinite.NonFiniteTracker, "check", boom)         # ...the per-step checks,
+    monkeypatch.setattr(nonfinite.NonFiniteTracker, "check_one", boom)
     monkeypatch.setattr(nonfinite.NonFiniteTracker, "end_step", boom)      # the step hook's part,
     monkeypatch.setattr(buffer.Buffer, "drain", boom)                      # the buffer,
     monkeypatch.setattr(store.RunWriter, "_apply", lambda *a, **k: boom())  # and every store write
@@ -406,3 +407,31 @@ def test_a_watch_under_a_budget_sets_its_cadence_and_says_what_it_cost(tmp_path,
     assert meta["overhead"]["measured"] == pytest.approx(8 * 5 / (119 * 10), rel=0.05)
     html = dg.report(tmp_path, out=tmp_path / "r.html").read_text()
     assert "watch overhead (measured)" in html and "budget 3 %" in html
+
+
+def test_a_budget_the_every_step_checks_alone_exceed_is_said_once(tmp_path, monkeypatch, caplog):
+    from diagnose.monitor import nonfinite as nonfinite_module
+    from diagnose.monitor import watch as watch_module
+    clock = FakeClock()
+    monkeypatch.setattr(watch_module, "time", clock)
+    check_one = nonfinite_module.NonFiniteTracker.check_one
+
+    def slow_check(self, name, tensor):  # the every-step check of the one output: 0.5 ms
+        clock.now += 0.5e-3
+        check_one(self, name, tensor)
+    monkeypatch.setattr(nonfinite_module.NonFiniteTracker, "check_one", slow_check)
+    model = nn.Sequential(OrderedDict(fc=nn.Linear(4, 2)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with caplog.at_level("WARNING", logger="diagnose"), dg.watch(model, opt, tmp_path, overhead=0.03):
+        for _ in range(60):
+            clock.now += 10e-3
+            opt.zero_grad()
+            model(torch.randn(8, 4)).sum().backward()
+            opt.step()
+    warnings = [r.getMessage() for r in caplog.records if "alone cost" in r.getMessage()]
+    assert len(warnings) == 1 and "5.0%" in warnings[0] and "3.0%" in warnings[0]
+    meta = dg.load_run(tmp_path).meta
+    assert meta["overhead"]["every_step_share"] == pytest.approx(0.05, rel=0.01)
+    assert meta["overhead"]["every_at_end"] == 5000 and "alone cost" in meta["overhead_warning"]
+    html = dg.report(tmp_path, out=tmp_path / "r.html").read_text()
+    assert "checks alone cost 5.0 %" in html

@@ -3,6 +3,8 @@ and SHAP's attribution methods, with the model and inputs left as they were."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,8 +23,10 @@ from diagnose.explain.context import (
     ModelGuard,
     Output,
     check_feature_names,
+    check_finite,
     model_device_dtype,
     resolve_targets,
+    seeded,
     to_tensor,
 )
 from diagnose.explain.explanation import Explanation, LocalExplanation
@@ -86,6 +90,7 @@ def _references(x: torch.Tensor, background: Any, baseline: Any, device: torch.d
             bg = bg.unsqueeze(0)
         if tuple(bg.shape[1:]) != shape or len(bg) == 0:
             raise ValueError(f"background: expected rows shaped {shape} like X, got {tuple(bg.shape)}")
+        check_finite(bg, "background")
     if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
         base = torch.zeros((1, *shape), device=device, dtype=dtype)
     elif isinstance(baseline, str) and baseline == "mean":
@@ -134,12 +139,18 @@ def explain(
         checks: ``"fast"`` (completeness/additivity, infidelity, and for methods that are not
             sampling-based the randomization and sensitivity checks), ``"all"``, or ``"none"``.
         progress: show a progress bar over batches.
-        seed: seeds the sampling methods and the checks (the caller's RNG state is restored).
-        params: method settings: ``n_steps`` (IG), ``n_samples``/``stdevs`` (gradient_shap),
-            ``nsamples`` (shap_kernel, shap_gradient), ``max_evals`` (shap_permutation), ``window``
-            (occlusion), ``layer`` (grad_cam), ``abs`` (saliency), ``pair_batch`` (deeplift, shap_deep).
+        seed: seeds torch's, NumPy's and Python's generators for the sampling methods and the
+            checks (the caller's generator states are restored after).
+        params: method settings (another name is a TypeError that lists the method's): ``n_steps``,
+            ``integration``, ``internal_batch_size`` (IG), ``n_samples``/``stdevs`` (gradient_shap),
+            ``nsamples`` (shap_kernel, shap_gradient), ``l1_reg`` (shap_kernel: default False, every
+            feature kept; ``"num_features(10)"`` keeps 10), ``max_evals`` (shap_permutation),
+            ``window``/``strides`` (occlusion), ``layer`` (grad_cam), ``abs`` (saliency),
+            ``feature_mask`` (feature_ablation), ``perturbations_per_eval`` (occlusion,
+            feature_ablation), ``pair_batch`` (deeplift, shap_deep).
     """
     spec = resolve_method(method)
+    check_settings(spec, params)
     validate.one_of("output", output, ("logit", "probability"))
     validate.one_of("checks", checks, ("fast", "all", "none"))
     validate.positive_int("batch_size", batch_size)
@@ -154,6 +165,7 @@ def explain(
     x = to_tensor(X, "X", device, dtype)
     if x.ndim < 2 or len(x) == 0:
         raise ValueError(f"X: expected a batch of rows (rows, features...), got shape {tuple(x.shape)}")
+    check_finite(x, "X")
     if spec.images_only and x.ndim != 4:
         raise ValueError(f"method: {method} needs image inputs (N, C, H, W), got shape {tuple(x.shape)}; "
                          "use integrated_gradients or shap_deep")
@@ -165,7 +177,10 @@ def explain(
             "or shap_kernel, which make no assumption about the layers")
     n_features = int(np.prod(x.shape[1:]))
     names = check_feature_names(feature_names, n_features)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), ModelGuard(model):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), seeded(seed), ModelGuard(model):
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)  # the model's device: fork_rng restores that one
         ctx = ExplainContext(model, device, dtype, output, 1, tuple(x.shape[1:]), progress, seed, dict(params))
         outputs_all = _check_model_accepts(ctx, x, spec)
         ctx.n_outputs = outputs_all.shape[1]
@@ -192,6 +207,18 @@ def explain(
         output_kind=output, predictions=predictions.cpu().numpy(),
         probabilities=None if probabilities is None else probabilities.cpu().numpy(), quality=quality,
         class_names=list(class_names) if class_names is not None else None)
+
+
+def check_settings(spec: MethodSpec, params: dict[str, Any]) -> None:
+    """A TypeError naming every setting ``spec`` does not take, the closest valid name, and the
+    settings it does take (a misspelt ``n_step=`` would otherwise be ignored)."""
+    unknown = [name for name in params if name not in spec.settings]
+    if not unknown:
+        return
+    hints = [f"{name} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, spec.settings, 1))
+             else name for name in unknown]
+    raise TypeError(f"{spec.name}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                    f"its settings are {', '.join(spec.settings) if spec.settings else 'none'}")
 
 
 def _run(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References,
@@ -276,13 +303,21 @@ class MethodComparison:
 def compare_methods(model: nn.Module, X: Any,
                     methods: Sequence[str] = ("integrated_gradients", "shap_deep", "gradient_shap"),
                     **kwargs: Any) -> MethodComparison:
-    """Run several methods on ``X`` and compare their global feature rankings."""
+    """Run several methods on ``X`` and compare their global feature rankings. ``kwargs`` are
+    ``explain``'s arguments; a method setting goes to the methods that take it."""
     from scipy.stats import kendalltau, spearmanr  # here: import diagnose does not load scipy
     if len(methods) < 2:
         raise ValueError("methods: expected at least two methods to compare")
-    for m in methods:
-        resolve_method(m)
-    explanations = {m: explain(model, X, m, **kwargs) for m in methods}
+    specs = [resolve_method(m) for m in methods]
+    own = set(inspect.signature(explain).parameters) - {"params"}
+    settings = {k: v for k, v in kwargs.items() if k not in own}
+    unused = [k for k in settings if not any(k in spec.settings for spec in specs)]
+    if unused:
+        raise TypeError(f"compare_methods: no method of {', '.join(methods)} takes {', '.join(unused)}")
+    shared = {k: v for k, v in kwargs.items() if k in own}
+    explanations = {spec.name: explain(model, X, spec.name, **shared,
+                                       **{k: v for k, v in settings.items() if k in spec.settings})
+                    for spec in specs}
     first = next(iter(explanations.values()))
     importance = pd.DataFrame({"feature": first.feature_names})
     for m, e in explanations.items():

@@ -8,7 +8,9 @@ model's train/eval mode and ``requires_grad`` flags are restored on exit, also a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +19,34 @@ import torch
 from torch import nn
 
 Output = Literal["logit", "probability"]
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Refuse rows holding NaN or Inf with one error naming them: an attribution of a NaN input is
+    NaN or silently wrong, and each method fails differently on it."""
+    if not tensor.is_floating_point() or tensor.ndim == 0:
+        return
+    bad = (~torch.isfinite(tensor.reshape(len(tensor), -1))).any(dim=1)
+    if bool(bad.any()):
+        rows = bad.nonzero().reshape(-1).tolist()
+        shown = ", ".join(str(r) for r in rows[:10]) + (f" ... ({len(rows)} rows)" if len(rows) > 10 else "")
+        raise ValueError(f"{name}: rows {shown} hold NaN or Inf values; explanations need finite inputs "
+                         "(impute them, or drop those rows)")
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """NumPy's and Python's global random generators seeded with ``seed`` inside, their states
+    restored after: shap and Captum draw from them (GradientShap's baselines, KernelExplainer's
+    coalitions), so ``seed=`` alone makes every method reproducible."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def to_tensor(value: Any, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -50,6 +50,8 @@ class MethodSpec:
     # A result whose completeness check fails is refused instead of returned: the method's rules
     # met an operation they do not see (e.g. F.relu inside forward for DeepLIFT).
     refuses_incomplete: bool = False
+    # The keyword settings ``dg.explain(..., **params)`` passes to this method (others are refused).
+    settings: tuple[str, ...] = ()
 
     def refuses(self, model: nn.Module) -> list[str]:
         """The parts of ``model`` this method refuses ([] when it handles the whole graph)."""

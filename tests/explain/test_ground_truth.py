@@ -12,6 +12,12 @@ import torch
 from torch import nn
 
 import diagnose as dg
+from diagnose.explain.registry import resolve_method
+
+
+def settings(method, **candidates):
+    """The candidate settings ``method`` takes (an unknown setting is a TypeError)."""
+    return {k: v for k, v in candidates.items() if k in resolve_method(method).settings}
 
 ADDITIVE_WITH_BASELINE = ["integrated_gradients", "deeplift", "gradient_shap", "input_x_gradient", "occlusion",
                           "feature_ablation", "shap_deep", "shap_gradient", "shap_kernel", "shap_permutation"]
@@ -31,7 +37,7 @@ def test_linear_model_gives_w_times_x_minus_baseline(method):
     b = torch.randn(1, 6, generator=g)
     baseline = torch.zeros(1, 6) if method == "input_x_gradient" else b  # input x gradient: zero reference
     exp = dg.explain(model, X, method, baseline=baseline, background=baseline, target=1, checks="none",
-                     nsamples=200, max_evals=200)
+                     **settings(method, nsamples=200, max_evals=200))
     expected = (model.weight[1].detach() * (X - baseline)).numpy()
     np.testing.assert_allclose(exp.values, expected, atol=1e-4, rtol=1e-4)
     # the base value is the model's output at the reference
@@ -72,7 +78,8 @@ def test_model_agnostic_shap_matches_exact_shapley_values(method):
     def f(rows):
         with torch.no_grad():
             return model(torch.as_tensor(rows, dtype=torch.float32))[:, 0].double().numpy()
-    exp = dg.explain(model, X, method, background=background, checks="none", nsamples=2 ** 6 + 100, max_evals=2000)
+    exp = dg.explain(model, X, method, background=background, checks="none",
+                     **settings(method, nsamples=2 ** 6 + 100, max_evals=2000))
     for i in range(len(X)):
         truth = exact_shapley(f, X[i].double().numpy(), background.double().numpy())
         assert np.abs(exp.values[i] - truth).max() <= 0.05 * np.abs(truth).max()

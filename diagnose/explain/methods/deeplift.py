@@ -17,4 +17,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 register_method(MethodSpec("deeplift", attribute, "diagnose", additive=True, gradients=True, reference="baseline",
                            summary="DeepLIFT Rescale rule against the baseline", unsupported=unsupported_modules,
-                           refuses_incomplete=True))
+                           refuses_incomplete=True,
+                           settings=('pair_batch',)))

@@ -24,4 +24,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 
 register_method(MethodSpec("feature_ablation", attribute, "captum", additive=False, gradients=False,
-                           reference="baseline", summary="output change when one feature is set to the baseline"))
+                           reference="baseline", summary="output change when one feature is set to the baseline",
+                           settings=('feature_mask', 'perturbations_per_eval')))

@@ -47,4 +47,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 
 register_method(MethodSpec("grad_cam", attribute, "captum", additive=False, gradients=True, reference="baseline",
-                           summary="class activation map of the last convolution", images_only=True))
+                           summary="class activation map of the last convolution", images_only=True,
+                           settings=('layer',)))

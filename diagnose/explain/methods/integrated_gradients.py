@@ -27,4 +27,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 
 register_method(MethodSpec("integrated_gradients", attribute, "captum", additive=True, gradients=True,
-                           reference="baseline", summary="path integral of gradients from the baseline"))
+                           reference="baseline", summary="path integral of gradients from the baseline",
+                           settings=('n_steps', 'integration', 'internal_batch_size')))

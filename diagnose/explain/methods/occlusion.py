@@ -29,4 +29,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 
 register_method(MethodSpec("occlusion", attribute, "captum", additive=False, gradients=False,
-                           reference="baseline", summary="output change when a window is set to the baseline"))
+                           reference="baseline", summary="output change when a window is set to the baseline",
+                           settings=('window', 'strides', 'perturbations_per_eval')))

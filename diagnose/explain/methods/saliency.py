@@ -22,4 +22,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 
 register_method(MethodSpec("saliency", attribute, "captum", additive=False, gradients=True, reference="baseline",
-                           summary="gradient magnitude"))
+                           summary="gradient magnitude",
+                           settings=('abs',)))

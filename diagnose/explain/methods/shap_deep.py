@@ -19,4 +19,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 register_method(MethodSpec("shap_deep", attribute, "shap", additive=True, gradients=True, reference="background",
                            summary="DeepExplainer: DeepLIFT averaged over the background", chunked=False,
-                           unsupported=unsupported_modules, refuses_incomplete=True))
+                           unsupported=unsupported_modules, refuses_incomplete=True,
+                           settings=('pair_batch',)))

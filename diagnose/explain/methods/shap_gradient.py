@@ -34,4 +34,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 
 register_method(MethodSpec("shap_gradient", attribute, "shap", additive=True, gradients=True,
-                           reference="background", summary="SHAP GradientExplainer (expected gradients)"))
+                           reference="background", summary="SHAP GradientExplainer (expected gradients)",
+                           settings=('nsamples',)))

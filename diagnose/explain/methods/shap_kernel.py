@@ -1,5 +1,7 @@
 """SHAP's KernelExplainer: model-agnostic Shapley values from weighted linear regression over
-feature coalitions (exact when nsamples covers every coalition)."""
+feature coalitions (exact when nsamples covers every coalition). The sample budget grows with the
+feature count (shap's ``nsamples="auto"``: 2 x features + 2048 coalitions), and no feature is
+regularised away unless ``l1_reg`` asks for it."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
     background = refs.background.reshape(len(refs.background), -1).double().cpu().numpy()
     explainer = shap.KernelExplainer(ctx.numpy_function(), background)
     rows = x.reshape(len(x), -1).double().cpu().numpy()
+    # l1_reg=False: every feature keeps its value (shap's default regularises down to 10 features
+    # once there are more, and the dropped ones read as 0 while the sum still adds up)
     values = np.asarray(explainer.shap_values(rows, nsamples=ctx.params.get("nsamples", "auto"),
-                                              silent=not ctx.progress))
+                                              l1_reg=ctx.params.get("l1_reg", False), silent=not ctx.progress))
     if values.ndim == 2:
         values = values[..., None]
     t = targets.cpu().numpy()
@@ -26,4 +30,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 
 register_method(MethodSpec("shap_kernel", attribute, "shap", additive=True, gradients=False,
-                           reference="background", summary="SHAP KernelExplainer (model-agnostic)", costly=True))
+                           reference="background", summary="SHAP KernelExplainer (model-agnostic)", costly=True,
+                           settings=('nsamples', 'l1_reg')))

@@ -28,4 +28,5 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 
 register_method(MethodSpec("shap_permutation", attribute, "shap", additive=True, gradients=False,
-                           reference="background", summary="SHAP PermutationExplainer (model-agnostic)", costly=True))
+                           reference="background", summary="SHAP PermutationExplainer (model-agnostic)", costly=True,
+                           settings=('max_evals',)))

@@ -257,6 +257,14 @@ def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: to
     if checks == "none":
         return quality
     quality["infidelity"] = q.infidelity_check(ctx.outputs, x, values.to(x.dtype), targets, ctx.seed)
+    if spec.sampling:  # the same rows again with another seed: how far the sample moves the values
+        rows = slice(0, q.SAMPLING_ROWS)
+        other = ExplainContext(ctx.model, ctx.device, ctx.dtype, ctx.output, ctx.n_outputs, ctx.feature_shape,
+                               False, ctx.seed + 1, ctx.params)
+        with seeded(ctx.seed + 1):
+            torch.random.default_generator.manual_seed(ctx.seed + 1)
+            again = spec.adapter(other, x[rows].detach().requires_grad_(spec.gradients), targets[rows], refs).values
+        quality["sampling_error"] = q.sampling_error(v[rows], again.detach().cpu().double().numpy())
     if checks == "all" or not spec.costly:
         rows = slice(0, q.RANDOMIZATION_ROWS)
         with ModelGuard(q.randomized_copy(ctx.model, ctx.seed)) as clone:

@@ -28,7 +28,10 @@ COMPLETENESS_TOLERANCE = 1e-2
 # input than about what the model learned (Adebayo et al., 2018 judged by rank correlation too).
 RANDOMIZATION_MAX_CORRELATION = 0.5
 # Rows used by the costlier checks (they re-run the model or the method).
-INFIDELITY_ROWS, SENSITIVITY_ROWS, RANDOMIZATION_ROWS = 64, 16, 32
+INFIDELITY_ROWS, SENSITIVITY_ROWS, RANDOMIZATION_ROWS, SAMPLING_ROWS = 64, 16, 32, 8
+# A sampling method's estimated error (relative to the rows' largest attribution) above which the
+# trust note asks for a larger sample budget.
+SAMPLING_MAX_ERROR = 0.05
 
 
 def completeness(values: np.ndarray, outputs: np.ndarray, base: np.ndarray) -> dict[str, Any]:
@@ -51,6 +54,20 @@ def completeness(values: np.ndarray, outputs: np.ndarray, base: np.ndarray) -> d
     return {"applies": True, "mean_abs_gap": float(gap.mean()), "max_abs_gap": float(gap.max()),
             "max_relative_gap": float(relative.max()), "median_relative_gap": float(np.median(relative)),
             "passed": bool((gap <= COMPLETENESS_TOLERANCE * scale + rounding).all())}
+
+
+def sampling_error(first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
+    """The error of a sampled estimate, from two runs with independent seeds on the same rows: the
+    difference of two independent estimates has sqrt(2) times the standard deviation of one, so
+    |a - b| / sqrt(2) estimates each value's error. Reported relative to each row's largest
+    attribution; 0 when the method enumerated every case (kernel SHAP with few features)."""
+    a, b = first.reshape(len(first), -1), second.reshape(len(second), -1)
+    error = np.abs(a - b) / np.sqrt(2.0)
+    scale = np.abs(a).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(scale > 0, error.max(axis=1) / scale, 0.0)
+    return {"rows": len(a), "max_abs": float(error.max()), "median_relative": float(np.median(relative)),
+            "max_relative": float(relative.max()), "passed": bool(np.median(relative) <= SAMPLING_MAX_ERROR)}
 
 
 def not_additive(method: str) -> dict[str, Any]:
@@ -112,6 +129,10 @@ def trust_note(quality: dict[str, Any]) -> str:
     if comp.get("applies"):
         notes.append("attributions add up to the output" if comp.get("passed")
                      else f"attributions miss up to {100 * comp['max_relative_gap']:.1f}% of the output they explain")
+    sampled = quality.get("sampling_error") or {}
+    if sampled.get("passed") is False:
+        notes.append(f"a second sample moves the values by about {100 * sampled['median_relative']:.0f}% of the "
+                     "largest attribution: raise the sample budget (nsamples, max_evals or n_samples)")
     rnd = quality.get("randomization") or {}
     if rnd.get("passed") is True:
         notes.append("they change when the model's weights are randomized (they reflect the model)")

@@ -52,6 +52,9 @@ class MethodSpec:
     refuses_incomplete: bool = False
     # The keyword settings ``dg.explain(..., **params)`` passes to this method (others are refused).
     settings: tuple[str, ...] = ()
+    # Its values are a random estimate (sampled coalitions, baselines or noise): the quality report
+    # estimates the sampling error by running it again with another seed on a few rows.
+    sampling: bool = False
 
     def refuses(self, model: nn.Module) -> list[str]:
         """The parts of ``model`` this method refuses ([] when it handles the whole graph)."""

@@ -1,6 +1,7 @@
 """An explanation is never silently wrong: misspelt settings, non-finite inputs, unseeded sampling
 and kernel SHAP's feature dropping are refused or fixed, each checked against a closed form."""
 
+import math
 import random
 
 import numpy as np
@@ -126,3 +127,40 @@ def test_completeness_rule_in_closed_form():
     at_base = completeness(np.array([[1e-3, 1e-3], [1e-5, 0.0], [1.5e-3, 1.5e-3]]),
                            np.array([2e-3, 0.0, 3e-3]), np.zeros(3))
     assert at_base["passed"] and at_base["max_relative_gap"] == pytest.approx(1e-5 / 2e-3)
+
+
+def exact_shapley_all(model, x, background):
+    """Exact Shapley values of v(S) = mean_b f(x_S, b_notS) (output 1), from all 2^n coalitions
+    evaluated in one batch."""
+    n = len(x)
+    masks = torch.tensor([[(s >> j) & 1 for j in range(n)] for s in range(2 ** n)], dtype=torch.bool)
+    rows = torch.where(masks[:, None, :], x[None, None, :], background[None, :, :])  # (2^n, B, n)
+    with torch.no_grad():
+        value = model(rows.reshape(-1, n))[:, 1].reshape(2 ** n, -1).double().mean(1).numpy()
+    sizes = masks.sum(1).numpy()
+    phi = np.zeros(n)
+    for j in range(n):
+        without = np.nonzero(~masks[:, j].numpy())[0]
+        s = sizes[without]
+        weight = np.array([math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in s])
+        phi[j] = (weight * (value[without + 2 ** j] - value[without])).sum()
+    return phi
+
+
+@pytest.mark.parametrize("nsamples", [60, 400])
+def test_kernel_shaps_error_estimate_tracks_its_actual_error(nsamples):
+    # 12 features, a budget below the 4096 coalitions: the values are estimates; two runs with
+    # independent seeds estimate the error, which must be of the size of the actual error
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 2))
+    X, background = torch.randn(8, 12), torch.randn(10, 12)
+    exp = dg.explain(model, X, "shap_kernel", background=background, target=1, nsamples=nsamples)
+    actual = [np.abs(exp.values[i] - exact_shapley_all(model, X[i], background)).max() / np.abs(exp.values[i]).max()
+              for i in range(len(X))]
+    estimated = exp.quality["sampling_error"]["median_relative"]
+    assert 1 / 3 <= estimated / np.median(actual) <= 3, (estimated, np.median(actual))
+
+
+def test_an_enumerated_kernel_shap_has_no_sampling_error():
+    model, X = tabular_model(6), torch.randn(10, 6)
+    assert dg.explain(model, X, "shap_kernel", target=1).quality["sampling_error"]["max_abs"] == 0.0

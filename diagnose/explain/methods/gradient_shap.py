@@ -27,4 +27,4 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 register_method(MethodSpec("gradient_shap", attribute, "captum", additive=True, gradients=True,
                            reference="background", summary="expected gradients over background baselines",
-                           settings=('n_samples', 'stdevs')))
+                           settings=('n_samples', 'stdevs'), sampling=True))

@@ -35,4 +35,4 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 register_method(MethodSpec("shap_gradient", attribute, "shap", additive=True, gradients=True,
                            reference="background", summary="SHAP GradientExplainer (expected gradients)",
-                           settings=('nsamples',)))
+                           settings=('nsamples',), sampling=True))

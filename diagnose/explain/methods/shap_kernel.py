@@ -31,4 +31,4 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 register_method(MethodSpec("shap_kernel", attribute, "shap", additive=True, gradients=False,
                            reference="background", summary="SHAP KernelExplainer (model-agnostic)", costly=True,
-                           settings=('nsamples', 'l1_reg')))
+                           settings=('nsamples', 'l1_reg'), sampling=True))

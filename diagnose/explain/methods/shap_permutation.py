@@ -29,4 +29,4 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
 
 register_method(MethodSpec("shap_permutation", attribute, "shap", additive=True, gradients=False,
                            reference="background", summary="SHAP PermutationExplainer (model-agnostic)", costly=True,
-                           settings=('max_evals',)))
+                           settings=('max_evals',), sampling=True))

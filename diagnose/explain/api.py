@@ -131,7 +131,8 @@ def explain(
         background: reference rows for SHAP methods and GradientShap (default: up to 100 rows of X).
         baseline: one reference row for Captum methods: ``"zeros"`` (default), ``"mean"`` of the
             background, or a row.
-        feature_names, class_names: names to report (one per flattened feature / per class).
+        feature_names, class_names: names to report (one per flattened feature / per class); a
+            DataFrame ``X`` names its features by its columns unless ``feature_names`` is given.
         target: None explains each row's predicted class; an int that class; or one per row.
         output: ``"logit"`` (the model's raw output, default) or ``"probability"`` (softmax, or
             sigmoid for one output).
@@ -176,6 +177,8 @@ def explain(
             f"{', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''}. Use integrated_gradients, gradient_shap "
             "or shap_kernel, which make no assumption about the layers")
     n_features = int(np.prod(x.shape[1:]))
+    if feature_names is None and hasattr(X, "columns") and len(X.columns) == n_features:
+        feature_names = [str(c) for c in X.columns]  # a DataFrame's columns name its features
     names = check_feature_names(feature_names, n_features)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), seeded(seed), ModelGuard(model):
         torch.random.default_generator.manual_seed(seed)
@@ -254,6 +257,8 @@ def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: to
             f"{spec.name}: the attributions miss up to {100 * quality[key]['max_relative_gap']:.1f}% of the output "
             f"they explain, so the model has operations the {spec.name} rules do not see (functional activations "
             "such as F.relu inside forward, or other nonlinear operations); use integrated_gradients or shap_kernel")
+    if len(o) > 1 and float(np.ptp(o)) <= 1e-9 * max(1.0, float(np.abs(o).max())):
+        quality["constant_output"] = True  # the checks below compare rankings of nothing
     if checks == "none":
         return quality
     quality["infidelity"] = q.infidelity_check(ctx.outputs, x, values.to(x.dtype), targets, ctx.seed)
@@ -271,7 +276,9 @@ def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: to
             rctx = ExplainContext(clone, ctx.device, ctx.dtype, ctx.output, ctx.n_outputs, ctx.feature_shape,
                                   False, ctx.seed, ctx.params)
             randomized = spec.adapter(rctx, x[rows], targets[rows], refs).values
-        quality["randomization"] = q.randomization_check(v[rows], randomized.detach().cpu().numpy())
+        quality["randomization"] = (
+            {"skipped": "the model's output does not vary over the rows explained"} if quality.get("constant_output")
+            else q.randomization_check(v[rows], randomized.detach().cpu().numpy()))
         if spec.gradients or checks == "all":
             def rerun(inputs: torch.Tensor | tuple, target: torch.Tensor) -> tuple[torch.Tensor]:
                 inputs = inputs[0] if isinstance(inputs, tuple) else inputs  # Captum passes a tuple
@@ -288,6 +295,8 @@ def explain_prediction(model: nn.Module | Callable, x: Any, method: str = "integ
                        **kwargs: Any) -> LocalExplanation:
     """Explain one input (a row of features, or one image (C, H, W)): prediction, probabilities,
     contributions sorted by magnitude, base value, and the attribution map."""
+    if isinstance(x, pd.Series) and "feature_names" not in kwargs:
+        kwargs["feature_names"] = [str(i) for i in x.index]  # a pandas Series: its index names the features
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x))
     tensor = x

@@ -102,13 +102,22 @@ def sensitivity_check(explain_rows: Callable[[torch.Tensor, torch.Tensor], tuple
 
 
 def randomized_copy(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """A copy of ``model`` with every layer re-initialized by its own ``reset_parameters``."""
+    """A copy of ``model`` with every parameter randomized: each layer re-initialized by its own
+    ``reset_parameters``, and every parameter that left unchanged (a module without one, a custom
+    layer's own ``nn.Parameter``) redrawn from a normal with its own mean and standard deviation,
+    which keeps its scale and erases what training put in it."""
     clone = copy.deepcopy(model)
+    before = {id(p): p.detach().clone() for p in clone.parameters()}
     torch.manual_seed(seed)
     for module in clone.modules():
         reset = getattr(module, "reset_parameters", None)
         if callable(reset) and next(iter(module.parameters(recurse=False)), None) is not None:
             reset()
+    with torch.no_grad():
+        for p in clone.parameters():
+            if torch.equal(p, before[id(p)]) and p.numel() > 0:
+                mean, std = float(p.float().mean()), float(p.float().std()) if p.numel() > 1 else 0.0
+                p.normal_(mean, std if std > 0 else max(abs(mean), 1e-2))
     return clone
 
 
@@ -133,6 +142,9 @@ def trust_note(quality: dict[str, Any]) -> str:
     if sampled.get("passed") is False:
         notes.append(f"a second sample moves the values by about {100 * sampled['median_relative']:.0f}% of the "
                      "largest attribution: raise the sample budget (nsamples, max_evals or n_samples)")
+    if quality.get("constant_output"):
+        notes.append("the model's output is the same for every row explained: there is nothing to attribute "
+                     "(check that the model uses its input)")
     rnd = quality.get("randomization") or {}
     if rnd.get("passed") is True:
         notes.append("they change when the model's weights are randomized (they reflect the model)")

@@ -164,3 +164,54 @@ def test_kernel_shaps_error_estimate_tracks_its_actual_error(nsamples):
 def test_an_enumerated_kernel_shap_has_no_sampling_error():
     model, X = tabular_model(6), torch.randn(10, 6)
     assert dg.explain(model, X, "shap_kernel", target=1).quality["sampling_error"]["max_abs"] == 0.0
+
+
+class OwnWeights(nn.Module):
+    """A layer with its own parameters and no reset_parameters (the randomization check used to
+    leave it as trained, then blame the method for attributions that did not change)."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_out, n_in))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x):
+        return x @ self.weight.T + self.bias
+
+
+def test_the_randomization_check_randomizes_every_parameter():
+    from diagnose.explain.quality import randomized_copy
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.LayerNorm(16), nn.Tanh(), OwnWeights(16, 2))
+    with torch.no_grad():
+        model[1].weight.mul_(3.0)  # as trained: not the ones that reset_parameters restores
+    clone = randomized_copy(model, seed=0)
+    for (name, p), q in zip(model.named_parameters(), clone.parameters()):
+        assert not torch.equal(p, q), name
+    own = dict(clone.named_parameters())["3.weight"]
+    assert own.std().item() == pytest.approx(model[3].weight.std().item(), rel=0.2)  # same scale
+    exp = dg.explain(model, torch.randn(40, 20), "integrated_gradients", target=1)
+    assert exp.quality["randomization"]["passed"] is True
+
+
+def test_a_model_whose_output_does_not_vary_is_said_to_be_constant():
+    model = nn.Linear(6, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+    exp = dg.explain(model, torch.randn(20, 6), "integrated_gradients", target=1)
+    assert exp.quality["constant_output"] is True and "skipped" in exp.quality["randomization"]
+    assert "the model's output is the same for every row" in exp.quality["trust"]
+    assert "no check applies" not in exp.quality["trust"]
+
+
+def test_a_dataframes_columns_name_its_features():
+    import pandas as pd
+    model = tabular_model(3)
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(10, 3)), columns=["age", "income", "visits"])
+    exp = dg.explain(model, frame, "integrated_gradients", target=1, checks="none")
+    assert exp.feature_names == ["age", "income", "visits"]
+    assert set(exp.global_importance()["feature"]) == {"age", "income", "visits"}
+    one = dg.explain_prediction(model, frame.iloc[0], "integrated_gradients", target=1, checks="none")
+    assert set(one.contributions["feature"]) == {"age", "income", "visits"}  # a Series row keeps them too
+    named = dg.explain(model, frame, "integrated_gradients", target=1, checks="none", feature_names=["a", "b", "c"])
+    assert named.feature_names == ["a", "b", "c"]  # given names win

@@ -15,7 +15,8 @@ batched, re-runs the references for every pair and pays heavy hook machinery. He
   pass is plain autograd.
 
 Hooks are per call, so a module used twice in one forward pass (a reused ReLU) gets the right
-reference for each use: the graphs shap and Captum mishandle (shap 3363, captum 578). Only
+reference for each use: the graphs shap and Captum mishandle (shap 3363, captum 578). An in-place
+activation gets a copy of its input to overwrite, so its pre-activation stays intact. Only
 elementwise nonlinearities are rescaled; a model with other nonlinear modules (max pooling,
 attention, normalization over features) is refused, and every result's completeness gap is
 measured by the caller.
@@ -78,8 +79,19 @@ class _Secant(torch.autograd.Function):
 def _derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
     with torch.enable_grad():
         z_ = z.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(module.forward(z_).sum(), z_)  # forward(): no hooks
+        # forward(): no hooks; on a copy, which an in-place activation may overwrite (not the leaf)
+        (g,) = torch.autograd.grad(module.forward(z_.clone()).sum(), z_)
     return g
+
+
+def _hook_inputs(modules: list[nn.Module], inputs: list[torch.Tensor]) -> list[Any]:
+    """Forward pre-hooks that keep each call's input before the module runs: an in-place
+    activation (``ReLU(inplace=True)``) gets a copy to overwrite, so the pre-activation it was
+    given stays intact, for the secant and for the gradient through it."""
+    def keep(module: nn.Module, args: tuple) -> tuple | None:
+        inputs.append(args[0])
+        return (args[0].clone(), *args[1:]) if getattr(module, "inplace", False) else None
+    return [m.register_forward_pre_hook(keep) for m in modules]
 
 
 class RescaleEngine:
@@ -97,10 +109,11 @@ class RescaleEngine:
     def _record_references(self, refs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each nonlinearity call's (input, output) on the references, in call order."""
         calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+        inputs: list[torch.Tensor] = []
 
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            calls.append((args[0].detach(), out.detach()))
-        handles = [m.register_forward_hook(hook) for m in self.nonlinear]
+            calls.append((inputs.pop().detach(), out.detach()))
+        handles = _hook_inputs(self.nonlinear, inputs) + [m.register_forward_hook(hook) for m in self.nonlinear]
         try:
             with torch.no_grad():
                 self.model(refs)
@@ -126,14 +139,15 @@ class RescaleEngine:
         pairs_x = x.repeat_interleave(b, dim=0).detach().requires_grad_(True)  # row i, ref j at i*b + j
         pairs_t = targets.repeat_interleave(b, dim=0)
         position = [0]
+        inputs: list[torch.Tensor] = []
 
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             z_ref, out_ref = ref_calls[position[0]]
             position[0] += 1
             tile = (n,) + (1,) * (z_ref.ndim - 1)
-            z, z_r, o_r = args[0], z_ref.repeat(tile), out_ref.repeat(tile)
+            z, z_r, o_r = inputs.pop(), z_ref.repeat(tile), out_ref.repeat(tile)
             return _Secant.apply(z, output, z_r, o_r, _derivative(module, z))
-        handles = [m.register_forward_hook(hook) for m in self.nonlinear]
+        handles = _hook_inputs(self.nonlinear, inputs) + [m.register_forward_hook(hook) for m in self.nonlinear]
         try:
             with torch.enable_grad():
                 value = self.forward(pairs_x, pairs_t)

@@ -215,3 +215,18 @@ def test_a_dataframes_columns_name_its_features():
     assert set(one.contributions["feature"]) == {"age", "income", "visits"}  # a Series row keeps them too
     named = dg.explain(model, frame, "integrated_gradients", target=1, checks="none", feature_names=["a", "b", "c"])
     assert named.feature_names == ["a", "b", "c"]  # given names win
+
+
+@pytest.mark.parametrize("method", ["deeplift", "shap_deep"])
+def test_the_deeplift_engine_takes_in_place_activations(method):
+    # ReLU(inplace=True) overwrites its input, the pre-activation the secant needs (it crashed):
+    # the in-place model is the same function, so its attributions must be exactly the same
+    def make(inplace):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(inplace=inplace), nn.Linear(16, 16),
+                             nn.ReLU(inplace=inplace), nn.Linear(16, 2))
+    X, background = torch.randn(10, 6), torch.randn(20, 6)
+    plain = dg.explain(make(False), X, method, background=background, target=1, checks="none")
+    in_place = dg.explain(make(True), X, method, background=background, target=1, checks="none")
+    np.testing.assert_array_equal(in_place.values, plain.values)
+    assert in_place.quality["completeness" if method == "deeplift" else "additivity"]["passed"]

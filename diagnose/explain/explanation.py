@@ -112,8 +112,12 @@ class Explanation:
         return pd.DataFrame(self.flat_values, columns=self.feature_names)
 
     def to_shap(self) -> shap.Explanation:
-        """A ``shap.Explanation`` (values, base values, data, feature names), so every shap plot works."""
+        """A ``shap.Explanation`` (values, base values, data, feature names), so every shap plot works.
+        Images (N, C, H, W) keep their shape, channels last as ``shap.image_plot`` reads them."""
         import shap
+        if self.values.ndim == 4:
+            return shap.Explanation(values=self.values.transpose(0, 2, 3, 1), base_values=self.base_values,
+                                    data=self.data.transpose(0, 2, 3, 1))
         return shap.Explanation(values=self.flat_values, base_values=self.base_values,
                                 data=self.data.reshape(len(self.data), -1), feature_names=self.feature_names,
                                 output_names=self.output_kind)

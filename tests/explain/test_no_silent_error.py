@@ -230,3 +230,19 @@ def test_the_deeplift_engine_takes_in_place_activations(method):
     in_place = dg.explain(make(True), X, method, background=background, target=1, checks="none")
     np.testing.assert_array_equal(in_place.values, plain.values)
     assert in_place.quality["completeness" if method == "deeplift" else "additivity"]["passed"]
+
+
+def test_an_image_explanation_goes_to_shaps_image_plot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+    X = torch.randn(2, 3, 8, 8)
+    exp = dg.explain(model, X, "integrated_gradients", target=1, checks="none")
+    converted = exp.to_shap()
+    assert converted.values.shape == (2, 8, 8, 3) and converted.data.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(converted.values[1, 4, 5, 2], exp.values[1, 2, 4, 5])
+    shap.image_plot(converted, show=False)  # raised on the flattened (2, 192) values
+    plt.close("all")

@@ -7,7 +7,7 @@ import difflib
 import inspect
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from diagnose.explain.context import (
     ExplainContext,
     ModelGuard,
     Output,
+    OutputKeyError,
     check_feature_names,
     check_finite,
     model_device_dtype,
@@ -64,6 +65,8 @@ def _check_model_accepts(ctx: ExplainContext, x: torch.Tensor, spec: MethodSpec)
     try:
         with torch.no_grad():
             outputs = ctx.no_grad_outputs(x)
+    except OutputKeyError:
+        raise
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise ValueError(f"X: the model rejected inputs shaped {tuple(x.shape[1:])}{_first_layer_width(ctx.model)} "
                          f"({str(err).splitlines()[0]})") from err
@@ -115,6 +118,7 @@ def explain(
     class_names: Sequence[str] | None = None,
     target: Any = None,
     output: Output = "logit",
+    output_key: str | None = None,
     batch_size: int = 256,
     checks: str = "fast",
     progress: bool = False,
@@ -136,6 +140,8 @@ def explain(
         target: None explains each row's predicted class; an int that class; or one per row.
         output: ``"logit"`` (the model's raw output, default) or ``"probability"`` (softmax, or
             sigmoid for one output).
+        output_key: for a model that returns a dict or a ``transformers`` ModelOutput, the entry
+            to explain (default ``"logits"`` when there is one; otherwise this is required).
         batch_size: rows per attribution call (bounds memory; IG also takes ``internal_batch_size``).
         checks: ``"fast"`` (completeness/additivity, infidelity, and for methods that are not
             sampling-based the randomization and sensitivity checks), ``"all"``, or ``"none"``.
@@ -184,7 +190,8 @@ def explain(
         torch.random.default_generator.manual_seed(seed)
         if device.type == "cuda":
             torch.cuda.manual_seed(seed)  # the model's device: fork_rng restores that one
-        ctx = ExplainContext(model, device, dtype, output, 1, tuple(x.shape[1:]), progress, seed, dict(params))
+        ctx = ExplainContext(model, device, dtype, output, 1, tuple(x.shape[1:]), progress, seed, dict(params),
+                             output_key)
         outputs_all = _check_model_accepts(ctx, x, spec)
         ctx.n_outputs = outputs_all.shape[1]
         targets = resolve_targets(target, outputs_all)
@@ -194,8 +201,7 @@ def explain(
                            DEFAULT_SAMPLER_BACKGROUND_ROWS if spec.costly else DEFAULT_BACKGROUND_ROWS)
         values, base, extras = _run(spec, ctx, x, targets, refs, batch_size, progress)
         explained = outputs_all.gather(1, targets[:, None])[:, 0]
-        raw = outputs_all if output == "logit" else ExplainContext(
-            model, device, dtype, "logit", ctx.n_outputs, ctx.feature_shape).no_grad_outputs(x)
+        raw = outputs_all if output == "logit" else replace(ctx, output="logit").no_grad_outputs(x)
         probabilities = (torch.softmax(raw, 1) if raw.shape[1] > 1 else None)
         predictions = raw.argmax(1) if raw.shape[1] > 1 else raw[:, 0]
         quality = _quality(spec, ctx, x, targets, values, base, explained, extras, refs, checks)
@@ -264,8 +270,7 @@ def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: to
     quality["infidelity"] = q.infidelity_check(ctx.outputs, x, values.to(x.dtype), targets, ctx.seed)
     if spec.sampling:  # the same rows again with another seed: how far the sample moves the values
         rows = slice(0, q.SAMPLING_ROWS)
-        other = ExplainContext(ctx.model, ctx.device, ctx.dtype, ctx.output, ctx.n_outputs, ctx.feature_shape,
-                               False, ctx.seed + 1, ctx.params)
+        other = replace(ctx, progress=False, seed=ctx.seed + 1)
         with seeded(ctx.seed + 1):
             torch.random.default_generator.manual_seed(ctx.seed + 1)
             again = spec.adapter(other, x[rows].detach().requires_grad_(spec.gradients), targets[rows], refs).values
@@ -273,8 +278,7 @@ def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: to
     if checks == "all" or not spec.costly:
         rows = slice(0, q.RANDOMIZATION_ROWS)
         with ModelGuard(q.randomized_copy(ctx.model, ctx.seed)) as clone:
-            rctx = ExplainContext(clone, ctx.device, ctx.dtype, ctx.output, ctx.n_outputs, ctx.feature_shape,
-                                  False, ctx.seed, ctx.params)
+            rctx = replace(ctx, model=clone, progress=False)
             randomized = spec.adapter(rctx, x[rows], targets[rows], refs).values
         quality["randomization"] = (
             {"skipped": "the model's output does not vary over the rows explained"} if quality.get("constant_output")

@@ -9,7 +9,7 @@ model's train/eval mode and ``requires_grad`` flags are restored on exit, also a
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,12 +78,11 @@ class ExplainContext:
     progress: bool = False
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    output_key: str | None = None
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The explained outputs for every class, (n, n_outputs): logits, or probabilities."""
-        out = self.model(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        out = select_output(self.model(x), self.output_key)
         out = out.reshape(len(x), -1)
         if self.output == "probability":
             out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
@@ -104,6 +103,29 @@ class ExplainContext:
             x = x.reshape(len(x), *self.feature_shape)
             return self.no_grad_outputs(x).double().cpu().numpy()
         return f
+
+
+class OutputKeyError(ValueError):
+    """The model's output has no tensor to explain under the given (or default) key."""
+
+
+def select_output(out: Any, key: str | None) -> torch.Tensor:
+    """The tensor to explain in a model's output: the first of a tuple, or of a dict or
+    ``transformers`` ModelOutput the ``key`` entry (``"logits"`` by default, when there is one)."""
+    if isinstance(out, Mapping):
+        keys = [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+        name = key if key is not None else ("logits" if "logits" in keys else None)
+        if name is None or name not in keys:
+            wanted = f"has no tensor {key!r}" if key is not None else "has no 'logits'"
+            raise OutputKeyError(f"output_key: the model returns a {type(out).__name__} that {wanted}; "
+                             f"pass output_key= one of {keys}")
+        return out[name]
+    if key is not None:
+        raise OutputKeyError(f"output_key: the model returns a {type(out).__name__}, not a dict or ModelOutput; "
+                         "leave output_key=None")
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out
 
 
 class ModelGuard:

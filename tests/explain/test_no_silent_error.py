@@ -246,3 +246,45 @@ def test_an_image_explanation_goes_to_shaps_image_plot():
     np.testing.assert_array_equal(converted.values[1, 4, 5, 2], exp.values[1, 2, 4, 5])
     shap.image_plot(converted, show=False)  # raised on the flattened (2, 192) values
     plt.close("all")
+
+
+class DictModel(nn.Module):
+    """Returns a dict, as many models do (and transformers' ModelOutput, an OrderedDict)."""
+
+    def __init__(self, key="logits"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body, self.key = nn.Linear(6, 3), key
+
+    def forward(self, x):
+        return {self.key: self.body(x), "hidden": x * 2}
+
+
+def test_a_dict_output_is_explained_by_its_logits_or_the_key_asked_for():
+    X = torch.randn(8, 6)
+    plain = dg.explain(DictModel().body, X, "integrated_gradients", target=1, checks="none")
+    from_dict = dg.explain(DictModel(), X, "integrated_gradients", target=1, checks="none")
+    np.testing.assert_array_equal(from_dict.values, plain.values)
+    keyed = dg.explain(DictModel("scores"), X, "integrated_gradients", target=1, checks="none", output_key="scores")
+    np.testing.assert_array_equal(keyed.values, plain.values)
+    with pytest.raises(ValueError, match=r"has no 'logits'; pass output_key= one of \['scores', 'hidden'\]"):
+        dg.explain(DictModel("scores"), X, "integrated_gradients")
+    with pytest.raises(ValueError, match="output_key: the model returns a Tensor, not a dict"):
+        dg.explain(DictModel().body, X, "integrated_gradients", output_key="logits")
+
+
+def test_a_transformers_model_output_is_explained_by_its_logits():
+    transformers = pytest.importorskip("transformers")
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.body = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return transformers.modeling_outputs.SequenceClassifierOutput(logits=self.body(x))
+    model, X = Classifier(), torch.randn(8, 6)
+    exp = dg.explain(model, X, "shap_deep", target=2, checks="none")
+    expected = dg.explain(model.body, X, "shap_deep", target=2, checks="none")
+    np.testing.assert_array_equal(exp.values, expected.values)

@@ -38,13 +38,27 @@ def dense(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.coalesce().values() if tensor.is_sparse else tensor
 
 
+def blas_ready(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s sum of squares is best one BLAS dot: a contiguous float32/float64
+    tensor on the CPU (2-3x faster there than ``vector_norm`` or a reduction over a mask, and
+    1.6x faster than ``_foreach_norm``, whose CPU kernel is a loop of ``vector_norm`` calls)."""
+    return tensor.device.type == "cpu" and tensor.dtype in _BLAS and tensor.is_contiguous()
+
+
+def cpu_self_dot(tensor: torch.Tensor) -> torch.Tensor | None:
+    """The sum of squares of ``tensor`` as one BLAS dot where ``blas_ready``; None elsewhere."""
+    if blas_ready(tensor):
+        flat = tensor.view(-1)
+        return torch.dot(flat, flat)
+    return None
+
+
 def foreach_squares(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The squared L2 norm of each tensor, as float32. On the CPU, contiguous float32/float64
-    tensors go through one BLAS dot each (1.6x faster there than ``_foreach_norm``, whose CPU
-    kernel is a loop of ``vector_norm`` calls); elsewhere a fused ``_foreach_norm`` per dtype (half
-    and bfloat16 accumulate in float32, float64 in float64), sparse tensors by their values."""
+    """The squared L2 norm of each tensor, as float32: a BLAS dot each where ``blas_ready``,
+    elsewhere a fused ``_foreach_norm`` per dtype (half and bfloat16 accumulate in float32, float64
+    in float64), sparse tensors by their values."""
     tensors = [dense(t) for t in tensors]
-    if all(t.device.type == "cpu" and t.dtype in _BLAS and t.is_contiguous() for t in tensors):
+    if all(blas_ready(t) for t in tensors):
         squares = torch.stack([torch.dot(flat, flat) for t in tensors for flat in (t.view(-1),)])
         return squares if squares.dtype == torch.float32 else squares.float()
     by_dtype: dict[torch.dtype, list[int]] = {}
@@ -124,12 +138,9 @@ class LayerParams:
         no allocation). On the CPU each tensor's difference and dot run back to back, while it is
         in the cache; elsewhere one fused subtraction, then ``norms``."""
         params: list[torch.Tensor] = list(self.params)
-        if all(t.device.type == "cpu" and t.dtype in _BLAS and t.is_contiguous() for t in before):
-            squares = []
-            for old, new in zip(before, params):
-                flat = old.sub_(new).view(-1)
-                squares.append(torch.dot(flat, flat))
-            stacked = torch.stack(squares)
+        if all(blas_ready(t) for t in before):
+            stacked = torch.stack([torch.dot(flat, flat) for old, new in zip(before, params)
+                                   for flat in (old.sub_(new).view(-1),)])
             return self.sum_per_layer(stacked if stacked.dtype == torch.float32 else stacked.float()).sqrt_()
         torch._foreach_sub_(before, params)
         return self.norms(before)

@@ -32,13 +32,10 @@ def count_nonfinite(tensor: torch.Tensor) -> torch.Tensor:
     return torch.count_nonzero(tensor * 0)
 
 
-_WIDE = (torch.float32, torch.float64)
-
-
 def _sum(t: torch.Tensor) -> torch.Tensor:
     # half-precision sums overflow early: accumulate them in float32 (a dtype argument costs a
     # few microseconds, so float32/float64 tensors go without it)
-    return t.sum() if t.dtype in _WIDE else t.sum(dtype=torch.float32)
+    return t.sum() if t.dtype in (torch.float32, torch.float64) else t.sum(dtype=torch.float32)
 
 
 class NonFiniteTracker:
@@ -67,7 +64,7 @@ class NonFiniteTracker:
 
     def check_one(self, name: str, tensor: torch.Tensor) -> None:
         """``check`` of one detached floating-point tensor: the every-step path, kept short."""
-        self._checks.append(tensor.sum() if tensor.dtype in _WIDE else tensor.sum(dtype=torch.float32))
+        self._checks.append(_sum(tensor))
         self._check_names.append(name)
 
     def keep_for_count(self, index: int, tensors: list[torch.Tensor], total: torch.Tensor) -> None:

@@ -93,7 +93,6 @@ class OutputStatistics:
         self._order: dict[str, None] | None = {}
         # the last step's shape and the record layout built for it (see end_step)
         self._signature: tuple = ()
-        self._slots: tuple = ()
         self._layout: tuple = ([], np.empty(0), np.empty(0, dtype=int), [])
         self._nans: dict[torch.device, torch.Tensor] = {}
 
@@ -141,9 +140,9 @@ class OutputStatistics:
         """Combine the step's partials into one record (values stay on the device) and reset.
         The record's layout is built again only when the step's shape changes (which modules ran,
         how often, on how many elements): most steps only combine and stack."""
-        signature = (tuple(self._counts.items()), tuple(len(p) for p in self._partials.values()))
-        if signature != self._signature or tuple(self._partials) != self._slots:
-            self._signature, self._slots = signature, tuple(self._partials)
+        signature = (tuple(self._counts.items()), tuple((slot, len(p)) for slot, p in self._partials.items()))
+        if signature != self._signature:
+            self._signature = signature
             self._layout = self._build_layout()
         layout, template, device_at, combined = self._layout
         on_device: list[torch.Tensor] = []

@@ -207,29 +207,20 @@ class Watch:
 
     def _hook(self, obs: Observed) -> Callable[..., None]:
         checked, name, nonfinite = self._checked(obs), obs.name, self.nonfinite
-        perf_counter = time.perf_counter
 
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            # timed and guarded like _guarded's hooks, inline: this runs for every checked output
-            # of every step, so the unsampled path is kept to a few operations
-            start = perf_counter()
-            try:
-                if not (module.training or torch.is_grad_enabled()) or _in_backward():
-                    return  # an evaluation pass, or checkpointing replaying a forward: not the step's
-                if not self._plan.sampled:
-                    if checked and nonfinite is not None:
-                        if type(output) is torch.Tensor:
-                            if output.is_floating_point():
-                                nonfinite.check_one(name, output.detach())
-                        elif tensors := output_tensors(output):
-                            nonfinite.check(name, [t.detach() for t in tensors])
-                    return
-                self._sampled_output(obs, output, checked)
-            except Exception as err:  # noqa: BLE001 - nothing may raise into the training loop
-                self._internal("a forward hook", err)
-            finally:
-                self._own += perf_counter() - start
-        return hook
+            if not (module.training or torch.is_grad_enabled()) or _in_backward():
+                return  # an evaluation pass, or checkpointing replaying a forward: not the step's
+            if not self._plan.sampled:  # the every-step path: the NaN/Inf check only, kept short
+                if checked and nonfinite is not None:
+                    if type(output) is torch.Tensor:
+                        if output.is_floating_point():
+                            nonfinite.check_one(name, output.detach())
+                    elif tensors := output_tensors(output):
+                        nonfinite.check(name, [t.detach() for t in tensors])
+                return
+            self._sampled_output(obs, output, checked)
+        return self._guarded("a forward hook", hook)
 
     def _sampled_output(self, obs: Observed, output: Any, checked: bool) -> None:
         """A module's output on a sampled step: its statistics' partials, its NaN/Inf check, and

@@ -106,20 +106,21 @@ class EffectiveLR(ParameterStatistic):
         for t in v:
             flat = t.reshape(-1)
             known = self._zeros.get(id(t))
-            zeros: torch.Tensor | None
-            if known is not None and known[0]() is t and (tracked := known[1]) is not None:
+            ref = known[0] if known is not None and known[0]() is t else None
+            tracked = known[1] if ref is not None and known is not None else None
+            if tracked is not None:
                 if tracked.numel() and (seen := torch.index_select(flat, 0, tracked)).any():  # v > 0 at new places
                     tracked = tracked[seen == 0]
-                zeros = tracked
                 sizes.append(float(flat.numel() - tracked.numel()))
             else:  # first sight, or most of it at 0: count the positives (float32 is exact below 2^24)
                 positives = float(flat.sign().sum(dtype=torch.float64 if flat.numel() > 2**24 else torch.float32))
-                zeros = (flat == 0).nonzero().reshape(-1).int() \
-                    if flat.numel() - positives <= _TRACKED * flat.numel() and flat.numel() < 2**31 else None
+                if flat.numel() - positives <= _TRACKED * flat.numel() and flat.numel() < 2**31:
+                    tracked = (flat == 0).nonzero().reshape(-1).int()
                 sizes.append(positives)
-                if known is None or known[0]() is not t:
-                    self._forget_freed()
-            self._zeros[id(t)] = (weakref.ref(t) if known is None or known[0]() is not t else known[0], zeros)
+            if ref is None:  # a tensor not seen alive before: forget those that are gone
+                self._forget_freed()
+                ref = weakref.ref(t)
+            self._zeros[id(t)] = (ref, tracked)
         return layers.constant(sizes)
 
     def _forget_freed(self) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from diagnose.monitor.statistics.base import Observation, OutputStatistic, cpu_self_dot, register_statistic
+from diagnose.monitor.layers import cpu_self_dot
+from diagnose.monitor.statistics.base import Observation, OutputStatistic, register_statistic
 
 
 @register_statistic

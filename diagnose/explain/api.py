@@ -187,7 +187,6 @@ def explain(
         feature_names = [str(c) for c in X.columns]  # a DataFrame's columns name its features
     names = check_feature_names(feature_names, n_features)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), seeded(seed), ModelGuard(model):
-        torch.random.default_generator.manual_seed(seed)
         if device.type == "cuda":
             torch.cuda.manual_seed(seed)  # the model's device: fork_rng restores that one
         ctx = ExplainContext(model, device, dtype, output, 1, tuple(x.shape[1:]), progress, seed, dict(params),
@@ -272,7 +271,6 @@ def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: to
         rows = slice(0, q.SAMPLING_ROWS)
         other = replace(ctx, progress=False, seed=ctx.seed + 1)
         with seeded(ctx.seed + 1):
-            torch.random.default_generator.manual_seed(ctx.seed + 1)
             again = spec.adapter(other, x[rows].detach().requires_grad_(spec.gradients), targets[rows], refs).values
         quality["sampling_error"] = q.sampling_error(v[rows], again.detach().cpu().double().numpy())
     if checks == "all" or not spec.costly:

@@ -36,15 +36,17 @@ def check_finite(tensor: torch.Tensor, name: str) -> None:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """NumPy's and Python's global random generators seeded with ``seed`` inside, their states
-    restored after: shap and Captum draw from them (GradientShap's baselines, KernelExplainer's
-    coalitions), so ``seed=`` alone makes every method reproducible."""
-    numpy_state, python_state = np.random.get_state(), random.getstate()
+    """torch's CPU generator and NumPy's and Python's global ones seeded with ``seed`` inside, their
+    states restored after: shap and Captum draw from all three (GradientShap's baselines,
+    KernelExplainer's coalitions), so ``seed=`` alone makes every method reproducible."""
+    torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.random.default_generator.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
     try:
         yield
     finally:
+        torch.set_rng_state(torch_state)
         np.random.set_state(numpy_state)
         random.setstate(python_state)
 

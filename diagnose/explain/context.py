@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -81,10 +81,29 @@ class ExplainContext:
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     output_key: str | None = None
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)       # passed on every call
+    row_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)  # one entry per bound row
+    token: Any = None  # diagnose.explain.tokens.TokenInputs of the bound rows, for token-id inputs
 
-    def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The explained outputs for every class, (n, n_outputs): logits, or probabilities."""
-        out = select_output(self.model(x), self.output_key)
+    def for_rows(self, index: slice | torch.Tensor) -> ExplainContext:
+        """This context bound to a slice of the explained rows (their per-row arguments)."""
+        if not self.row_kwargs and self.token is None:
+            return self
+        return replace(self, row_kwargs={k: v[index] for k, v in self.row_kwargs.items()},
+                       token=None if self.token is None else self.token.rows(index))
+
+    def outputs(self, x: torch.Tensor, *row_args: torch.Tensor) -> torch.Tensor:
+        """The explained outputs for every class, (n, n_outputs): logits, or probabilities.
+        ``row_args``: the per-row keyword arguments expanded like ``x`` (Captum passes them); by
+        default those of the bound rows, which must then be the rows of ``x``."""
+        kwargs = dict(self.forward_kwargs)
+        if self.row_kwargs:
+            if not row_args:
+                row_args = tuple(self.row_kwargs.values())
+                if len(row_args[0]) != len(x):
+                    raise RuntimeError(f"{len(x)} inputs for {len(row_args[0])} rows of per-row forward_kwargs")
+            kwargs.update(zip(self.row_kwargs, row_args))
+        out = select_output(self.model(x, **kwargs), self.output_key)
         out = out.reshape(len(x), -1)
         if self.output == "probability":
             out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
@@ -96,7 +115,8 @@ class ExplainContext:
 
     def no_grad_outputs(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([self.outputs(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+            return torch.cat([self.for_rows(slice(i, i + batch_size)).outputs(x[i:i + batch_size])
+                              for i in range(0, len(x), batch_size)])
 
     def numpy_function(self) -> Callable[[np.ndarray], np.ndarray]:
         """``f(X: ndarray (m, n_features_flat)) -> ndarray (m, n_outputs)``, batched, without gradients."""
@@ -160,26 +180,51 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def resolve_targets(target: Any, outputs: torch.Tensor) -> torch.Tensor:
-    """Per-row target classes: the predicted class for None, an int for all rows, or one per row."""
+def resolve_targets(target: Any, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The class explained per explained row, and for every class the input row of each explained
+    row (None when they are the input rows). None: one fixed output (0 of a single output, the
+    positive class 1 of two, every class of more); ``"predicted"``; ``"all"``; an int; or one per row."""
     n, n_out = outputs.shape
+    named = target if isinstance(target, str) else None
+    if named is not None and named not in ("predicted", "all"):
+        raise ValueError(f"target: expected None, 'predicted', 'all', an int or one int per row, got {target!r}")
+    if named == "all" or (target is None and n_out > 2):
+        rows = torch.arange(n, device=outputs.device).repeat_interleave(n_out)
+        return torch.arange(n_out, device=outputs.device).repeat(n), rows
+    if named == "predicted":
+        return outputs.argmax(dim=1) if n_out > 1 else torch.zeros(n, dtype=torch.long, device=outputs.device), None
     if target is None:
-        return outputs.argmax(dim=1) if n_out > 1 else torch.zeros(n, dtype=torch.long, device=outputs.device)
+        return torch.full((n,), 1 if n_out == 2 else 0, dtype=torch.long, device=outputs.device), None
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         targets = torch.full((n,), int(target), dtype=torch.long, device=outputs.device)
     else:
         try:
             targets = torch.as_tensor(np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target))
         except (TypeError, ValueError) as err:
-            raise TypeError(f"target: expected None, an int or one int per row, got {type(target).__name__}") from err
+            raise TypeError("target: expected None, 'predicted', 'all', an int or one int per row, "
+                            f"got {type(target).__name__}") from err
         if targets.is_floating_point() or targets.ndim != 1 or len(targets) != n:
-            raise ValueError(f"target: expected None, an int, or {n} integer class indices (one per row), "
-                             f"got shape {tuple(targets.shape)} of {targets.dtype}")
+            raise ValueError(f"target: expected None, 'predicted', 'all', an int, or {n} integer class indices "
+                             f"(one per row), got shape {tuple(targets.shape)} of {targets.dtype}")
         targets = targets.long().to(outputs.device)
     if len(targets) and (targets.min() < 0 or targets.max() >= n_out):
         raise ValueError(f"target: class indices must be in [0, {n_out - 1}] (the model has {n_out} "
                          f"output{'s' if n_out > 1 else ''}), got {sorted(set(targets.tolist()))[:5]}")
-    return targets
+    return targets, None
+
+
+def describe_target(target: Any, n_outputs: int) -> str:
+    """In words, which output an explanation explains (the report prints it beside each figure)."""
+    named = target if isinstance(target, str) else None
+    if named == "all" or (target is None and n_outputs > 2):
+        return "every class (one explanation per row and class)"
+    if named == "predicted":
+        return "each row's predicted class"
+    if target is None:
+        return "class 1 (the positive class)" if n_outputs == 2 else "the model's output"
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        return f"class {int(target)}"
+    return "the class given for each row"
 
 
 def check_feature_names(names: Sequence[str] | None, n_features: int) -> list[str]:

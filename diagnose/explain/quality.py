@@ -28,7 +28,9 @@ COMPLETENESS_TOLERANCE = 1e-2
 # input than about what the model learned (Adebayo et al., 2018 judged by rank correlation too).
 RANDOMIZATION_MAX_CORRELATION = 0.5
 # Rows used by the costlier checks (they re-run the model or the method).
-INFIDELITY_ROWS, SENSITIVITY_ROWS, RANDOMIZATION_ROWS, SAMPLING_ROWS = 64, 16, 32, 8
+INFIDELITY_ROWS, SENSITIVITY_ROWS, RANDOMIZATION_ROWS, SAMPLING_ROWS = 64, 16, 33, 8
+# Independently randomized copies of the model for the randomization check (each on a third of its rows).
+RANDOMIZATION_COPIES = 3
 # A sampling method's estimated error (relative to the rows' largest attribution) above which the
 # trust note asks for a larger sample budget.
 SAMPLING_MAX_ERROR = 0.05
@@ -137,7 +139,9 @@ def trust_note(quality: dict[str, Any]) -> str:
     comp = quality.get("completeness") or quality.get("additivity") or {}
     if comp.get("applies"):
         notes.append("attributions add up to the output" if comp.get("passed")
-                     else f"attributions miss up to {100 * comp['max_relative_gap']:.1f}% of the output they explain")
+                     else f"attributions miss up to {100 * comp['max_relative_gap']:.1f}% of the output they explain"
+                     + (" (the path integral has not converged: raise n_steps)" if "convergence_delta_max" in comp
+                        else ""))
     sampled = quality.get("sampling_error") or {}
     if sampled.get("passed") is False:
         notes.append(f"a second sample moves the values by about {100 * sampled['median_relative']:.0f}% of the "

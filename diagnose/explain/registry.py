@@ -55,6 +55,17 @@ class MethodSpec:
     # Its values are a random estimate (sampled coalitions, baselines or noise): the quality report
     # estimates the sampling error by running it again with another seed on a few rows.
     sampling: bool = False
+    # The adapter for token-id inputs (attributions per token through the embedding), or None
+    # when the method does not explain token ids.
+    tokens: Adapter | None = None
+
+    def adapter_for(self, token_ids: bool) -> Adapter:
+        """The adapter for feature/image inputs, or for token ids (checked before: ``tokens`` set)."""
+        if token_ids:
+            if self.tokens is None:
+                raise ValueError(f"method: {self.name} does not explain token ids")
+            return self.tokens
+        return self.adapter
 
     def refuses(self, model: nn.Module) -> list[str]:
         """The parts of ``model`` this method refuses ([] when it handles the whole graph)."""

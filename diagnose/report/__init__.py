@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from diagnose.explain.api import explain
+from diagnose.explain.tokens import is_token_input
 from diagnose.findings import RunData
 from diagnose.monitor import artifacts
 from diagnose.monitor.run import Run, load_run
@@ -58,7 +59,8 @@ def _version() -> str:
 
 def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None, feature_names: Any = None,
            class_names: Any = None, out: str | Path | None = None, labels: Any = None,
-           methods: list[str] | None = None, tuning: Any = None) -> Path:
+           methods: list[str] | None = None, tuning: Any = None, forward_kwargs: dict[str, Any] | None = None,
+           tokens: Any = None) -> Path:
     """Write the HTML report of a recorded run; returns its path.
 
     Args:
@@ -69,6 +71,8 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
         out: the HTML file (default ``reports/<run name>.html``).
         methods: attribution methods to compare (default: two that suit the model).
         tuning: a ``dg.TuneResult`` to add as a hyperparameter-search section.
+        forward_kwargs, tokens: for token-id ``data``, as in ``dg.explain`` (an attention mask per
+            row; the token strings or tokenizer): single predictions are then shown as highlighted text.
     """
     run = load_run(run_dir)
     out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}.html"
@@ -83,7 +87,8 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
     explanations = None
     if model is not None:
         with torch.random.fork_rng():
-            explanations = build.explanations(model, data, labels, feature_names, class_names, methods)
+            explanations = build.explanations(model, data, labels, feature_names, class_names, methods,
+                                              forward_kwargs, tokens)
     html = _ENV.get_template("report.html.j2").render(
         title=f"diagnose report: {Path(run_dir).resolve().name}", run_dir=str(run_dir), summary=summary,
         training=training, explanations=explanations, missing=missing + training["missing"],
@@ -106,8 +111,8 @@ def prediction_page(run_dir: str | Path, index: int, out: str | Path | None = No
     if not 0 <= index < len(x):
         raise ValueError(f"index: expected a row in [0, {len(x) - 1}] of the saved sample, got {index}")
     method = method or build.default_methods(model, x)[0]
-    local = explain(model, x[index:index + 1], method, background=x[:100], feature_names=feature_names,
-                       class_names=class_names).local(0)
+    local = explain(model, x[index:index + 1], method, background=None if is_token_input(model, x) else x[:100],
+                    feature_names=feature_names, class_names=class_names, target="predicted").local(0)
     truth = None if labels is None else int(np.asarray(labels)[index])
     def label(i: int) -> str:
         return class_names[i] if class_names and 0 <= i < len(class_names) else str(i)
@@ -121,7 +126,9 @@ def prediction_page(run_dir: str | Path, index: int, out: str | Path | None = No
         output=f"{local.output:.4g}", base=f"{local.base_value:.4g}", output_kind=local.output_kind,
         contributions=[{"feature": r.feature, "value": f"{r.value:.4g}", "attribution": f"{r.attribution:+.4g}"}
                        for r in local.contributions.head(20).itertuples()],
-        plot=None if x.ndim == 4 else build.plots.data_uri(build.plots.contributions(local.contributions)),
+        plot=None if x.ndim == 4 or local.tokens is not None
+        else build.plots.data_uri(build.plots.contributions(local.contributions)),
+        tokens=build.highlighted(local) if local.tokens is not None else None,
         image=build.plots.data_uri(build.plots.image_maps(x[index:index + 1].numpy(), local.attribution_map[None],
                                                           [f"row {index}"])) if x.ndim == 4 else None)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from diagnose.explain.api import compare_methods
+from diagnose.explain.api import compare_methods, explain
 from diagnose.explain.registry import METHODS
+from diagnose.explain.tokens import is_token_input
 from diagnose.findings import RunData, evaluate
 from diagnose.monitor.run import Run
 from diagnose.monitor.statistics import statistic_plots
@@ -153,11 +154,13 @@ def _pick_cases(exp: Any, labels: np.ndarray | None) -> list[tuple[str, int]]:
     """Rows worth showing: a correct and a misclassified one (with labels), the most and the least
     confident."""
     cases: list[tuple[str, int]] = []
+    one = slice(None) if exp.rows is None else np.flatnonzero(exp.targets == 0)  # one entry per input row
     if exp.probabilities is not None:
-        confidence = exp.probabilities.max(axis=1)
+        confidence = exp.probabilities[one].max(axis=1)
+        predictions = exp.predictions[one]
         if labels is not None:
-            correct = np.flatnonzero(exp.predictions == labels)
-            wrong = np.flatnonzero(exp.predictions != labels)
+            correct = np.flatnonzero(predictions == labels)
+            wrong = np.flatnonzero(predictions != labels)
             if len(correct):
                 cases.append(("correct", int(correct[np.argmax(confidence[correct])])))
             if len(wrong):
@@ -175,7 +178,10 @@ def _pick_cases(exp: Any, labels: np.ndarray | None) -> list[tuple[str, int]]:
 
 
 def default_methods(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Two methods that suit the model: Grad-CAM for CNNs, DeepLIFT-SHAP where its rules apply."""
+    """Two methods that suit the model: Grad-CAM for CNNs, DeepLIFT-SHAP where its rules apply,
+    for token ids layer IG and the ablation of each token."""
+    if is_token_input(model, x):
+        return ["integrated_gradients", "feature_ablation"]
     if x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return ["integrated_gradients", "grad_cam"]
     if not METHODS.get("shap_deep").refuses(model):
@@ -184,25 +190,39 @@ def default_methods(model: nn.Module, x: torch.Tensor) -> list[str]:
 
 
 def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str] | None,
-                 class_names: list[str] | None, methods: list[str] | None) -> dict[str, Any]:
+                 class_names: list[str] | None, methods: list[str] | None,
+                 forward_kwargs: dict[str, Any] | None = None, tokens: Any = None) -> dict[str, Any]:
     """Global importance from several methods with their agreement, a beeswarm, local cases,
-    image maps, and the quality checks."""
-    x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)[:EXPLAIN_ROWS]
-    y = None if labels is None else np.asarray(torch.as_tensor(labels)[:EXPLAIN_ROWS])
+    image maps, highlighted text for token inputs, and the quality checks."""
+    x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
+    n = len(x)
+    # every class of a many-class model is explained: as many (row, class) pairs as rows otherwise
+    classes = _n_classes(model, x[:2], _rows(forward_kwargs, n, slice(0, 2)))
+    keep = EXPLAIN_ROWS // classes if classes > 2 else EXPLAIN_ROWS
+    x = x[:keep]
+    y = None if labels is None else np.asarray(torch.as_tensor(labels)[:keep])
+    forward_kwargs = _rows(forward_kwargs, n, slice(0, keep))
+    tokens = _rows({"t": tokens}, n, slice(0, keep))["t"] if isinstance(tokens, list | tuple) else tokens
     methods = methods or default_methods(model, x)
-    cmp = compare_methods(model, x, methods, feature_names=feature_names, class_names=class_names)
+    extra: dict[str, Any] = {"forward_kwargs": forward_kwargs} if forward_kwargs else {}
+    if tokens is not None:
+        extra["tokens"] = tokens
+    cmp = compare_methods(model, x, methods, feature_names=feature_names, class_names=class_names, **extra)
     first = cmp.explanations[methods[0]]
+    text = first.tokens is not None
     image = x.ndim == 4
     importance = cmp.importance.sort_values(methods[0], ascending=False).reset_index(drop=True)
     out: dict[str, Any] = {
         "methods": methods, "rows": len(x), "output_kind": first.output_kind, "image": image,
+        "explained": first.explained,
         "importance_plot": plots.data_uri(plots.importance_bars(importance, methods)) if not image else None,
         "importance": [{"feature": r["feature"], **{m: _fmt(float(r[m])) for m in methods}}
                        for _, r in importance.head(15).iterrows()],
         "agreement": [{k: (_fmt(v) if isinstance(v, float) else v) for k, v in row.items()}
                       for row in cmp.agreement.to_dict("records")],
-        "beeswarm": None if image else plots.data_uri(plots.beeswarm(first.flat_values, first.data.reshape(len(x), -1),
-                                                                    first.feature_names)),
+        "text": text,
+        "beeswarm": None if image or text or first.rows is not None else plots.data_uri(
+            plots.beeswarm(first.flat_values, first.data.reshape(len(x), -1), first.feature_names)),
         "quality": [], "cases": [], "maps": None,
     }
     for method, exp in cmp.explanations.items():
@@ -222,8 +242,18 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
             return "-"
         return str(names[int(i)]) if names and 0 <= int(i) < len(names) else str(i)
     cases = _pick_cases(first, y)
-    for name, i in cases:
-        local = first.local(i)
+    # single predictions explain each row's predicted class (the global view explains a fixed one)
+    idx = [i for _, i in cases]
+    case_extra: dict[str, Any] = {"forward_kwargs": _rows(forward_kwargs, len(x), idx)} if forward_kwargs else {}
+    if tokens is not None:
+        case_extra["tokens"] = _rows({"t": tokens}, len(x), idx)["t"] if isinstance(tokens, list | tuple) else tokens
+    if not text:
+        case_extra["background"] = x[:100]
+    singles = {m: explain(model, x[idx], m, target="predicted", feature_names=feature_names, class_names=class_names,
+                          checks="none", **case_extra)
+               for m in (methods if image else methods[:1])}
+    for k, (name, i) in enumerate(cases):
+        local = singles[methods[0]].local(k)
         probabilities = None
         if local.probabilities is not None:
             top = np.argsort(-local.probabilities)[:3]
@@ -235,14 +265,54 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
             "contributions": [{"feature": r.feature, "value": _fmt(float(r.value)),
                                "attribution": _fmt(float(r.attribution))}
                               for r in local.contributions.head(8).itertuples()],
-            "plot": None if image else plots.data_uri(plots.contributions(local.contributions)),
+            "plot": None if image or text else plots.data_uri(plots.contributions(local.contributions)),
+            "tokens": highlighted(local) if text else None,
         })
     if image:
-        idx = [i for _, i in cases]
-        out["maps"] = {m: plots.data_uri(plots.image_maps(x[idx].numpy(), e.values[idx],
-                                                          [f"{n} ({label(e.predictions[i])})" for n, i in cases]))
-                       for m, e in cmp.explanations.items()}
+        out["maps"] = {m: plots.data_uri(plots.image_maps(x[idx].numpy(), e.values,
+                                                          [f"{n} ({label(e.predictions[k])})"
+                                                           for k, (n, _) in enumerate(cases)]))
+                       for m, e in singles.items()}
     return out
+
+
+def _rows(kwargs: dict[str, Any] | None, n: int, index: slice | list[int]) -> dict[str, Any]:
+    """The entries of ``kwargs`` that hold one item per row (of ``n``), cut to ``index``."""
+    out: dict[str, Any] = {}
+    for k, v in (kwargs or {}).items():
+        if hasattr(v, "__len__") and not isinstance(v, str | dict) and len(v) == n:
+            v = [v[i] for i in index] if isinstance(v, list | tuple) and isinstance(index, list) else v[index]
+        out[k] = v
+    return out
+
+
+def _n_classes(model: nn.Module, x: torch.Tensor, forward_kwargs: dict[str, Any]) -> int:
+    """The model's output width, from one forward pass on two rows in eval mode (restored)."""
+    from diagnose.explain.context import ModelGuard, model_device_dtype, select_output, to_tensor
+    device, dtype = model_device_dtype(model)
+    inputs = x.to(device) if is_token_input(model, x) else to_tensor(x, "X", device, dtype)
+    kwargs = {k: torch.as_tensor(np.asarray(v)).to(device) if hasattr(v, "__len__") and not isinstance(v, str)
+              else v for k, v in forward_kwargs.items()}
+    with torch.no_grad(), ModelGuard(model):
+        try:
+            return int(select_output(model(inputs, **kwargs), None).reshape(len(inputs), -1).shape[1])
+        except Exception:  # noqa: BLE001 - the explain call below reports what is wrong with the model
+            return 1
+
+
+def highlighted(local: Any) -> list[dict[str, str]]:
+    """A token explanation as text: each token shaded by its attribution relative to the row's
+    largest (red raises the explained output, blue lowers it, as in shap's text plot)."""
+    by_position = local.contributions.sort_values("position")
+    largest = float(by_position["attribution"].abs().max()) if len(by_position) else 0.0
+    spans = []
+    for r in by_position.itertuples():
+        a = float(r.attribution)
+        alpha = abs(a) / largest if largest > 0 else 0.0
+        rgb = "220,38,38" if a > 0 else "37,99,235"
+        spans.append({"text": str(r.feature), "colour": f"rgba({rgb},{alpha:.2f})",
+                      "title": f"position {int(r.position)}: {a:+.4g}"})
+    return spans
 
 
 def tuning(result: Any) -> dict[str, Any]:

@@ -93,16 +93,18 @@ def test_the_explanation_api(cart):
     assert "Trust:" in exp.quality["trust"] and "infidelity" in exp.quality and "sensitivity" in exp.quality
     one = dg.explain_prediction(model, data.X_val[7], feature_names=data.feature_names)
     np.testing.assert_allclose(one.contributions.set_index("feature").loc[data.feature_names, "attribution"],
-                               dg.explain(model, data.X_val[7:8], feature_names=data.feature_names).values[0],
+                               dg.explain(model, data.X_val[7:8], feature_names=data.feature_names,
+                                          target="predicted").values[0],
                                rtol=1e-5, atol=1e-6)
 
 
-def test_target_none_is_the_predicted_class_and_probability_output(cart):
+def test_target_predicted_explains_each_rows_class_and_probability_output(cart):
     model, data = cart
-    exp = dg.explain(model, data.X_val[:40], "integrated_gradients", output="probability", checks="none")
+    exp = dg.explain(model, data.X_val[:40], "integrated_gradients", output="probability", checks="none",
+                     target="predicted")
     np.testing.assert_array_equal(exp.targets, exp.predictions)
     assert ((exp.outputs >= 0.5 - 1e-6) & (exp.outputs <= 1)).all()  # the predicted class's probability
-    assert exp.quality["completeness"]["max_abs_gap"] < 1e-2
+    assert exp.quality["completeness"]["max_abs_gap"] < 1e-2 and exp.explained == "each row's predicted class"
 
 
 def test_compare_methods_reports_rank_agreement(cart):
@@ -134,8 +136,8 @@ def digits_cnn():
 @pytest.mark.parametrize("method", ["grad_cam", "integrated_gradients", "occlusion", "saliency"])
 def test_image_maps_are_8x8(digits_cnn, method):
     model, data = digits_cnn
-    exp = dg.explain(model, data.X_val[:6], method, checks="none")
-    assert exp.values.shape == (6, 1, 8, 8) and np.isfinite(exp.values).all()
+    exp = dg.explain(model, data.X_val[:6], method, checks="none")  # ten classes: every class by default
+    assert exp.values.shape == (60, 1, 8, 8) and np.isfinite(exp.values).all() and exp.n_rows == 6
     assert exp.local(0).attribution_map.shape == (1, 8, 8)
     if method == "grad_cam":
         assert (exp.values >= 0).all() and exp.values.max() > 0
@@ -186,7 +188,8 @@ class NotDifferentiable(nn.Module):
     ({"X": torch.randn(4, 5)}, ValueError, r"X: the model rejected inputs shaped \(5,\); its first layer expects 3"),
     ({"feature_names": ["a", "b"]}, ValueError, "feature_names: got 2 names for 3 features"),
     ({"target": 2}, ValueError, r"target: class indices must be in \[0, 1\]"),
-    ({"target": [0, 1]}, ValueError, "target: expected None, an int, or 4"),
+    ({"target": [0, 1]}, ValueError, "target: expected None, 'predicted', 'all', an int, or 4"),
+    ({"target": "predict"}, ValueError, "target: expected None, 'predicted', 'all'"),
     ({"background": torch.randn(10, 4)}, ValueError, r"background: expected rows shaped \(3,\)"),
     ({"method": "lime"}, ValueError, "method: unknown name 'lime'"),
     ({"output": "odds"}, ValueError, "output"),

@@ -288,3 +288,44 @@ def test_a_transformers_model_output_is_explained_by_its_logits():
     exp = dg.explain(model, X, "shap_deep", target=2, checks="none")
     expected = dg.explain(model.body, X, "shap_deep", target=2, checks="none")
     np.testing.assert_array_equal(exp.values, expected.values)
+
+
+# -- the target default (point 3) ---------------------------------------------------------------
+def test_a_binary_model_is_explained_for_its_positive_class_on_every_row():
+    """Logits (-w.x, w.x): IG from zeros gives w*x for class 1 on every row (closed form), so each
+    feature's attribution follows the feature with the sign of its weight; per-row predicted
+    classes would flip the sign on the rows predicted 0."""
+    w = torch.tensor([2.0, -1.0, 0.5, 0.0])
+    model = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.stack([-w, w]))
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    exp = dg.explain(model, x, "integrated_gradients", checks="none")
+    assert (exp.targets == 1).all() and exp.explained == "class 1 (the positive class)"
+    np.testing.assert_allclose(exp.values, (x * w).numpy(), rtol=1e-5, atol=1e-6)
+    predicted = dg.explain(model, x, "integrated_gradients", checks="none", target="predicted")
+    assert set(predicted.targets) == {0, 1}
+    one = dg.explain_prediction(model, x[3])  # a single prediction explains its predicted class
+    assert one.target == int((x[3] @ w > 0).item())
+    single = dg.explain(nn.Linear(4, 1), x, "saliency", checks="none")
+    assert (single.targets == 0).all() and single.explained == "the model's output"
+
+
+def test_a_many_class_model_is_explained_for_every_class():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    x = torch.randn(7, 5)
+    exp = dg.explain(model, x, "integrated_gradients", checks="none")
+    assert len(exp) == 21 and exp.n_rows == 7 and exp.explained.startswith("every class")
+    np.testing.assert_array_equal(exp.rows, np.repeat(np.arange(7), 3))
+    np.testing.assert_array_equal(exp.targets, np.tile(np.arange(3), 7))
+    for c in range(3):
+        alone = dg.explain(model, x, "integrated_gradients", checks="none", target=c)
+        np.testing.assert_allclose(exp.values.reshape(7, 3, 5)[:, c], alone.values, rtol=1e-5, atol=1e-7)
+    predicted = model(x).argmax(1)
+    for i in range(7):
+        local = exp.local(i)
+        assert local.index == i and local.target == int(predicted[i])
+    assert set(exp.global_importance(by_class=True)["class"]) == {0, 1, 2}
+    with pytest.raises(IndexError, match="out of range for 7"):
+        exp.local(7)

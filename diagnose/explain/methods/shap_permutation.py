@@ -6,6 +6,7 @@ import numpy as np
 import shap
 import torch
 
+from diagnose.explain import tokens
 from diagnose.explain.context import ExplainContext
 from diagnose.explain.registry import AdapterResult, MethodSpec, References, register_method
 
@@ -27,6 +28,27 @@ def attribute(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs:
                          torch.as_tensor(base[idx, t]))
 
 
+def attribute_tokens(ctx: ExplainContext, x: torch.Tensor, targets: torch.Tensor, refs: References) -> AdapterResult:
+    """Shapley values over the row's tokens: a masked token is replaced by the reference token
+    (padding outside the attention mask is not a player)."""
+    per_row, bases = [], []
+    for i in range(len(x)):
+        f, row, reference = tokens.row_function(ctx, x, i)
+        if len(row) == 0:
+            per_row.append(np.zeros(0))
+            bases.append(float(f(reference[None])[0, int(targets[i])]))
+            continue
+        masker = shap.maskers.Independent(reference[None], max_samples=1)
+        explainer = shap.PermutationExplainer(f, masker, seed=ctx.seed + i)
+        result = explainer(row[None], max_evals=ctx.params.get("max_evals", max(500, 20 * len(row) + 1)),
+                           silent=not ctx.progress)
+        values, base = np.asarray(result.values)[0], np.asarray(result.base_values).reshape(-1)
+        t = int(targets[i])
+        per_row.append(values[:, t] if values.ndim == 2 else values)
+        bases.append(float(base[t] if len(base) > 1 else base[0]))
+    return AdapterResult(tokens.scatter_rows(ctx, per_row, ctx.dtype), torch.as_tensor(bases))
+
+
 register_method(MethodSpec("shap_permutation", attribute, "shap", additive=True, gradients=False,
                            reference="background", summary="SHAP PermutationExplainer (model-agnostic)", costly=True,
-                           settings=('max_evals',), sampling=True))
+                           settings=('max_evals',), sampling=True, tokens=attribute_tokens))

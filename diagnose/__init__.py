@@ -22,6 +22,8 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "compare_methods": ("diagnose.explain.api", "compare_methods"),
     "explain": ("diagnose.explain.api", "explain"),
     "explain_prediction": ("diagnose.explain.api", "explain_prediction"),
+    "ExplanationConsistency": ("diagnose.explain.consistency", "ExplanationConsistency"),
+    "explanation_consistency": ("diagnose.explain.consistency", "explanation_consistency"),
     "list_explain_methods": ("diagnose.explain.registry", "list_methods"),
     "Finding": ("diagnose.findings.base", "Finding"),
     "findings": ("diagnose.findings", "findings"),
@@ -55,12 +57,12 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "tune_trainer": ("diagnose.tune.trainer", "tune_trainer"),
 }
 __all__ = [  # the keys of _PUBLIC (a test checks they agree), written out for tools that read it
-    "Callback", "Comparison", "CrossValidation", "EarlyStopping", "Entropy", "Explanation", "Finding",
-    "GaussianNoise", "L1", "L2", "LocalExplanation", "Regularizer", "Run", "Trainer", "TuneResult", "Watch",
-    "__version__", "cnn", "compare_methods", "compare_optimizers", "cross_validate", "datasets", "explain",
-    "explain_prediction", "findings", "list_explain_methods", "list_finding_rules", "list_losses",
-    "list_optimizers", "list_statistics", "list_strategies", "load_run", "log_uniform", "mlp", "report", "tune",
-    "tune_trainer", "watch",
+    "Callback", "Comparison", "CrossValidation", "EarlyStopping", "Entropy", "Explanation",
+    "ExplanationConsistency", "Finding", "GaussianNoise", "L1", "L2", "LocalExplanation", "Regularizer", "Run",
+    "Trainer", "TuneResult", "Watch", "__version__", "cnn", "compare_methods", "compare_optimizers",
+    "cross_validate", "datasets", "explain", "explain_prediction", "explanation_consistency", "findings",
+    "list_explain_methods", "list_finding_rules", "list_losses", "list_optimizers", "list_statistics",
+    "list_strategies", "load_run", "log_uniform", "mlp", "report", "tune", "tune_trainer", "watch",
 ]
 
 # Four public functions share the name of the subpackage that defines them. Python binds a
@@ -96,6 +98,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from diagnose import datasets
     from diagnose.explain.api import compare_methods, explain, explain_prediction
+    from diagnose.explain.consistency import ExplanationConsistency, explanation_consistency
     from diagnose.explain.explanation import Explanation, LocalExplanation
     from diagnose.explain.registry import list_methods as list_explain_methods
     from diagnose.findings import findings

@@ -60,7 +60,7 @@ def _version() -> str:
 def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None, feature_names: Any = None,
            class_names: Any = None, out: str | Path | None = None, labels: Any = None,
            methods: list[str] | None = None, tuning: Any = None, forward_kwargs: dict[str, Any] | None = None,
-           tokens: Any = None) -> Path:
+           tokens: Any = None, consistency: Any = None) -> Path:
     """Write the HTML report of a recorded run; returns its path.
 
     Args:
@@ -73,6 +73,8 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
         tuning: a ``dg.TuneResult`` to add as a hyperparameter-search section.
         forward_kwargs, tokens: for token-id ``data``, as in ``dg.explain`` (an attention mask per
             row; the token strings or tokenizer): single predictions are then shown as highlighted text.
+        consistency: a ``dg.explanation_consistency`` result to add as a section (retrained models'
+            explanations compared).
     """
     run = load_run(run_dir)
     out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}.html"
@@ -93,6 +95,7 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
         title=f"diagnose report: {Path(run_dir).resolve().name}", run_dir=str(run_dir), summary=summary,
         training=training, explanations=explanations, missing=missing + training["missing"],
         tuning=build.tuning(tuning) if tuning is not None else None,
+        consistency=build.consistency(consistency) if consistency is not None else None,
         version=_version())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")

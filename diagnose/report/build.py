@@ -315,6 +315,25 @@ def highlighted(local: Any) -> list[dict[str, str]]:
     return spans
 
 
+def consistency(result: Any) -> dict[str, Any]:
+    """Explanations of retrained models side by side: the verdict, the pairwise rank agreement,
+    the per-row sign agreement, and the importances of the least stable features."""
+    s = result.summary()
+    names = list(result.rank_agreement.index)
+    sign = result.sign_agreement["sign_agreement"].to_numpy(dtype=float)
+    unstable = result.importance.set_index("feature").loc[s["least_stable_features"]]
+    first = next(iter(result.explanations.values()))
+    return {
+        "text": s["text"], "consistent": s["consistent"], "models": names,
+        "method": first.method, "explained": first.explained, "rows": first.n_rows,
+        "rank": [{"name": a, "values": [_fmt(float(result.rank_agreement.loc[a, b])) for b in names]} for a in names],
+        "sign": {"mean": _fmt(s["sign_agreement_mean"]), "min": _fmt(s["sign_agreement_min"]),
+                 "q10": _fmt(float(np.nanquantile(sign, 0.1))) if np.isfinite(sign).any() else "n/a"},
+        "unstable": [{"feature": f, "spread": _fmt(float(result.rank_spread[f])),
+                      "values": [_fmt(float(unstable.loc[f, m])) for m in names]} for f in unstable.index],
+    }
+
+
 def tuning(result: Any) -> dict[str, Any]:
     """The hyperparameter search: trial history, importances, the best trials, the best's curves."""
     trials = result.trials

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,16 @@ from diagnose.trainer.trainer import Trainer
 
 @dataclass
 class CrossValidation:
-    """Per-fold metrics (``folds``), their mean and standard deviation, each fold's history, and
-    the (train, held-out) row indices of each fold."""
+    """Per-fold metrics (``folds``), their mean and standard deviation, each fold's history, the
+    (train, held-out) row indices of each fold, and with ``keep_models=True`` each fold's trained
+    model (for ``dg.explanation_consistency``)."""
 
     folds: pd.DataFrame
     mean: pd.Series
     std: pd.Series
     histories: list[pd.DataFrame]
     indices: list[tuple[np.ndarray, np.ndarray]]
+    models: list[nn.Module] = field(default_factory=list)
 
     def __repr__(self) -> str:
         summary = ", ".join(f"{k}={self.mean[k]:.4g}±{self.std[k]:.2g}" for k in self.mean.index)
@@ -43,6 +45,7 @@ def cross_validate(
     batch_size: int | None = None,
     stratified: bool | None = None,
     seed: int = 0,
+    keep_models: bool = False,
     **trainer_kwargs: Any,
 ) -> CrossValidation:
     """Train a fresh ``model_fn()`` on k-1 folds and evaluate it on the held-out fold, k times.
@@ -53,6 +56,8 @@ def cross_validate(
         k: number of folds (>= 2).
         stratified: keep class proportions in each fold; None does so when ``y`` holds classes.
         seed: seeds the fold assignment and each fold's training.
+        keep_models: keep each fold's trained model in ``models`` (off by default: k models of a
+            large network may not fit in the device's memory together).
         trainer_kwargs: passed to ``dg.Trainer`` (optimizer, lr, loss, regularizers, ...). A
             ``run_dir`` gets one sub-directory per fold (``fold0``, ``fold1``, ...).
 
@@ -72,7 +77,7 @@ def cross_validate(
     splitter = (StratifiedKFold(k, shuffle=True, random_state=seed) if stratified
                 else KFold(k, shuffle=True, random_state=seed))
     run_dir = trainer_kwargs.pop("run_dir", None)
-    rows, histories, indices = [], [], []
+    rows, histories, indices, models = [], [], [], []
     for fold, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(len(y_np)), y_np if stratified else None)):
         torch.manual_seed(seed + fold)
         model = model_fn()
@@ -83,6 +88,8 @@ def cross_validate(
         history = trainer.fit(tr, va, epochs=epochs, batch_size=batch_size)
         histories.append(history)
         indices.append((train_idx, val_idx))
+        if keep_models:
+            models.append(model)
         # Final metrics of the model as it ends (early stopping may have restored its best epoch).
         train_m, val_m = trainer.evaluate(tr), trainer.evaluate(va)
         rows.append({"fold": fold, "n_train": len(train_idx), "n_val": len(val_idx), "epochs_run": len(history),
@@ -90,4 +97,4 @@ def cross_validate(
                      **{f"val_{m}": v for m, v in val_m.items()}})
     folds = pd.DataFrame(rows)
     metrics = folds.drop(columns=["fold", "n_train", "n_val", "epochs_run"])
-    return CrossValidation(folds, metrics.mean(), metrics.std(ddof=1), histories, indices)
+    return CrossValidation(folds, metrics.mean(), metrics.std(ddof=1), histories, indices, models)

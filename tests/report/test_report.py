@@ -163,3 +163,19 @@ def test_the_report_renders_in_headless_chromium(demo_run):
     assert errors == []
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert len(images) >= 8 and all(w > 0 for w in images)  # every embedded image decoded
+
+
+def test_a_consistency_section_when_given(tmp_path):
+    x = torch.randn(60, 4, generator=torch.Generator().manual_seed(0))
+    models = {}
+    for name, sign in (("seed <0>", 1.0), ("seed 1", 1.0), ("flipped", -1.0)):
+        m = nn.Linear(4, 1)
+        with torch.no_grad():
+            m.weight.copy_(sign * torch.tensor([[3.0, -2.0, 1.0, 0.1]]))
+        models[name] = m
+    result = dg.explanation_consistency(models, x, feature_names=["a", "b", "c", "<feat>"])
+    run_dir = watched(tmp_path / "run", dg.mlp(4, [8], 2))
+    html = dg.report(run_dir, out=tmp_path / "r.html", consistency=result).read_text()
+    assert 'id="consistency"' in html and "Not consistent" in html and "direction of the effects" in html
+    assert "seed &lt;0&gt;" in html and "<feat>" not in html and "&lt;feat&gt;" in html
+    assert html.count("<td>1</td>") >= 3  # the rank agreement's diagonal and the same ranking

@@ -215,7 +215,8 @@ def explain(
     refused = spec.refuses(model)
     if refused:
         raise ValueError(
-            f"method: {method}'s rules cover elementwise activations and linear layers only; this model also has "
+            f"method: {method}'s rules cover elementwise activations, max pooling, softmax and linear layers only; "
+            "this model also has "
             f"{', '.join(refused[:5])}{' ...' if len(refused) > 5 else ''}. Use integrated_gradients, gradient_shap "
             "or shap_kernel, which make no assumption about the layers")
     n_features = int(np.prod(x.shape[1:]))

@@ -16,17 +16,29 @@ batched, re-runs the references for every pair and pays heavy hook machinery. He
 
 Hooks are per call, so a module used twice in one forward pass (a reused ReLU) gets the right
 reference for each use: the graphs shap and Captum mishandle (shap 3363, captum 578). An in-place
-activation gets a copy of its input to overwrite, so its pre-activation stays intact. Only
-elementwise nonlinearities are rescaled; a model with other nonlinear modules (max pooling,
-attention, normalization over features) is refused, and every result's completeness gap is
-measured by the caller.
+activation gets a copy of its input to overwrite, so its pre-activation stays intact.
+
+Beyond elementwise nonlinearities:
+
+- max pooling (shap's rule): each window's output difference y - r goes to the input's arg-max
+  when y >= r, else to the reference's, divided by the input difference there; windows that
+  overlap add up (shap's unpooling overwrites, and loses completeness there);
+- softmax and log-softmax: the multiplier is the Jacobian averaged over the segment from the
+  reference's to the input's pre-activation (Gauss-Legendre, 64 nodes), the secant of a vector
+  function: exact completeness, where shap's elementwise secant on softmax is not complete. With
+  a linear layer before it this is Integrated Gradients there.
+
+A model with other nonlinear modules (attention, normalization over features) is refused, and
+every result's completeness gap is measured by the caller.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,8 +55,17 @@ LINEAR: tuple[type[nn.Module], ...] = (
     nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Unflatten,
     nn.Identity, nn.modules.dropout._DropoutNd, nn.Embedding, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d,
 )
+MAX_POOLING: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
+SOFTMAX: tuple[type[nn.Module], ...] = (nn.Softmax, nn.LogSoftmax)
+# The modules whose backward pass the engine replaces (each call recorded on the references).
+RULES = ELEMENTWISE + MAX_POOLING + SOFTMAX
 # Small |z_x - z_r|: the secant is ill-conditioned, use the derivative (as shap and Captum do).
 EPS = 1e-7
+# Gauss-Legendre nodes and weights on [0, 1] for the softmax's average Jacobian.
+_NODES = (np.polynomial.legendre.leggauss(64)[0] + 1) / 2
+_WEIGHTS = np.polynomial.legendre.leggauss(64)[1] / 2
 
 
 def unsupported_modules(model: nn.Module) -> list[str]:
@@ -53,7 +74,7 @@ def unsupported_modules(model: nn.Module) -> list[str]:
     for name, module in model.named_modules():
         if next(iter(module.children()), None) is not None:
             continue
-        if not isinstance(module, ELEMENTWISE + LINEAR):
+        if not isinstance(module, RULES + LINEAR) or (isinstance(module, MAX_POOLING) and module.return_indices):
             bad.append(f"{name or '(model)'} ({type(module).__name__})")
     return bad
 
@@ -74,6 +95,68 @@ class _Secant(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
         (multiplier,) = ctx.saved_tensors
         return grad * multiplier, None, None, None, None
+
+
+class _MaxPoolRule(torch.autograd.Function):
+    """Forward: the pooled output. Backward: each window's share of y - r, routed to the input's
+    arg-max (y >= r) or the reference's (y < r) and divided by the input difference there."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, out: torch.Tensor, z_ref: torch.Tensor, out_ref: torch.Tensor,
+                index: torch.Tensor, index_ref: torch.Tensor) -> torch.Tensor:
+        cross = torch.maximum(out, out_ref)
+        ctx.save_for_backward(z - z_ref, cross - out_ref, out - cross, index, index_ref)
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        delta, part_x, part_r, index, index_ref = ctx.saved_tensors
+        n, c = delta.shape[:2]
+        routed = torch.zeros((n, c, delta[0, 0].numel()), dtype=delta.dtype, device=delta.device)
+        routed.scatter_add_(2, index.reshape(n, c, -1), (grad * part_x).reshape(n, c, -1))
+        routed.scatter_add_(2, index_ref.reshape(n, c, -1), (grad * part_r).reshape(n, c, -1))
+        small = delta.abs() < EPS
+        g = torch.where(small, 0.0, routed.reshape(delta.shape) / torch.where(small, 1.0, delta))
+        return g, None, None, None, None, None
+
+
+class _SoftmaxRule(torch.autograd.Function):
+    """Forward: the (log-)softmax output. Backward: the upstream gradient times the Jacobian
+    averaged over the segment from the reference's input to this input."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, out: torch.Tensor, z_ref: torch.Tensor, dim: int,
+                log: bool) -> torch.Tensor:
+        ctx.save_for_backward(z, z_ref)
+        ctx.dim, ctx.log = dim, log
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        z, z_ref = ctx.saved_tensors
+        delta = z - z_ref
+        total = torch.zeros_like(grad)
+        for t, w in zip(_NODES, _WEIGHTS, strict=True):
+            y = torch.softmax(z_ref + float(t) * delta, dim=ctx.dim)
+            if ctx.log:
+                total += float(w) * (grad - y * grad.sum(dim=ctx.dim, keepdim=True))
+            else:
+                total += float(w) * (y * (grad - (grad * y).sum(dim=ctx.dim, keepdim=True)))
+        return total, None, None, None, None
+
+
+def _softmax_dim(module: nn.Module, z: torch.Tensor) -> int:
+    """The dimension a Softmax module normalises (torch's implicit choice when ``dim`` is None)."""
+    dim = getattr(module, "dim", None)
+    return int(dim) if dim is not None else (0 if z.ndim in (0, 1, 3) else 1)
+
+
+def _pool_indices(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The arg-max positions of each pooling window (flat over the spatial dimensions)."""
+    pool = copy.copy(module)
+    pool.return_indices = True
+    with torch.no_grad():
+        return pool.forward(z)[1]
 
 
 def _derivative(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -104,7 +187,7 @@ class RescaleEngine:
         # caller refuses such models before an engine is built
         self.model, self.forward = model, forward
         self.pair_batch = pair_batch
-        self.nonlinear = [m for m in model.modules() if isinstance(m, ELEMENTWISE)]
+        self.nonlinear = [m for m in model.modules() if isinstance(m, RULES)]
 
     def _record_references(self, refs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each nonlinearity call's (input, output) on the references, in call order."""
@@ -146,6 +229,10 @@ class RescaleEngine:
             position[0] += 1
             tile = (n,) + (1,) * (z_ref.ndim - 1)
             z, z_r, o_r = inputs.pop(), z_ref.repeat(tile), out_ref.repeat(tile)
+            if isinstance(module, MAX_POOLING):
+                return _MaxPoolRule.apply(z, output, z_r, o_r, _pool_indices(module, z), _pool_indices(module, z_r))
+            if isinstance(module, SOFTMAX):
+                return _SoftmaxRule.apply(z, output, z_r, _softmax_dim(module, z), isinstance(module, nn.LogSoftmax))
             return _Secant.apply(z, output, z_r, o_r, _derivative(module, z))
         handles = _hook_inputs(self.nonlinear, inputs) + [m.register_forward_hook(hook) for m in self.nonlinear]
         try:

@@ -143,3 +143,50 @@ def test_deeplift_refuses_a_functional_activation_it_cannot_see():
         dg.explain(Functional(), torch.randn(30, 5), "shap_deep", checks="none")
     with pytest.raises(ValueError, match="integrated_gradients"):
         dg.explain(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 1)), torch.randn(5, 4), "deeplift")
+
+
+# -- max pooling and softmax in the DeepLIFT engine (issue 14, point 4) ------------------------
+def pool_cnn(kernel: int, stride: int) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(kernel, stride), nn.Flatten(),
+                          nn.Linear(4 * ((8 - kernel) // stride + 1) ** 2, 3))
+    return model.eval()
+
+
+def test_max_pooling_follows_shaps_rule_and_stays_complete_where_windows_overlap():
+    g = torch.Generator().manual_seed(0)
+    x, background = torch.randn(20, 1, 8, 8, generator=g), torch.randn(10, 1, 8, 8, generator=g)
+    model = pool_cnn(2, 2)  # non-overlapping windows: shap.DeepExplainer's rule, the same values
+    ours = dg.explain(model, x, "shap_deep", background=background, target=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = np.asarray(shap.DeepExplainer(model, background).shap_values(x, check_additivity=False))[..., 2]
+    np.testing.assert_allclose(ours.values, theirs, atol=1e-6)
+    assert ours.quality["additivity"]["max_relative_gap"] < 1e-5
+    overlapping = pool_cnn(3, 1)  # shap's unpooling overwrites shared arg-maxes: 73 % of the output lost
+    exp = dg.explain(overlapping, x, "shap_deep", background=background, target=1, checks="none")
+    assert exp.quality["additivity"]["max_relative_gap"] < 1e-5
+    one = dg.explain(overlapping, x, "deeplift", target=1, checks="none")
+    assert one.quality["completeness"]["max_relative_gap"] < 1e-5
+    adaptive = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    assert dg.explain(adaptive.eval(), x, "deeplift", target=1, checks="none").quality["completeness"]["passed"]
+
+
+def test_softmax_credits_every_logit_it_reads():
+    """Softmax after a linear layer: the average Jacobian over the segment makes DeepLIFT equal
+    to Integrated Gradients there (closed form of the path). Feature 1 moves only logit 0, so it
+    changes p2 through the normalisation: it must be credited (shap's elementwise secant gives it 0)."""
+    layer = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 1.0], [1.5, 0.0, 0.0]]))
+    for head, target in ((nn.Softmax(dim=1), 2), (nn.LogSoftmax(dim=1), 2)):
+        model = nn.Sequential(layer, head).eval()
+        x = torch.randn(40, 3, generator=torch.Generator().manual_seed(1)) * 2
+        ours = dg.explain(model, x, "deeplift", target=target, checks="none")
+        ig = dg.explain(model, x, "integrated_gradients", target=target, n_steps=400, checks="none")
+        np.testing.assert_allclose(ours.values, ig.values, atol=2e-5)
+        assert ours.quality["completeness"]["max_relative_gap"] < 1e-5
+        assert np.abs(ours.values[:, 1]).mean() > 0.05  # feature 1 reaches p2 only through the softmax
+    inner = nn.Sequential(nn.Linear(5, 8), nn.Softmax(dim=1), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)).eval()
+    exp = dg.explain(inner, torch.randn(30, 5) * 2, "shap_deep", target=1, checks="none")
+    assert exp.quality["additivity"]["max_relative_gap"] < 1e-5

@@ -78,8 +78,8 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"row {args.index}: predicted {local.prediction}"
           + (f", probabilities {', '.join(f'{p:.3f}' for p in local.probabilities)}"
              if local.probabilities is not None else ""))
-    print(f"explained {local.output_kind} {local.output:.4g} = base {local.base_value:.4g} + contributions "
-          f"({local.method}):")
+    print(f"explained: the {local.output_kind} of class {local.target} (the predicted class), {local.output:.4g} = "
+          f"base {local.base_value:.4g} + contributions ({local.method}):")
     print(local.contributions.head(args.top).to_string(index=False, float_format=lambda v: f"{v:+.4g}"))
     print(f"page written to {out}")
     return 0

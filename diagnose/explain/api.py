@@ -172,8 +172,9 @@ def explain(
         progress: show a progress bar over batches.
         seed: seeds torch's, NumPy's and Python's generators for the sampling methods and the
             checks (the caller's generator states are restored after).
-        params: method settings (another name is a TypeError that lists the method's): ``n_steps``,
-            ``integration``, ``internal_batch_size`` (IG), ``n_samples``/``stdevs`` (gradient_shap),
+        params: method settings (another name is a TypeError that lists the method's): ``n_steps``
+            (IG; unset: 50, doubled up to 1600 for the rows that do not add up), ``integration``,
+            ``internal_batch_size`` (IG), ``n_samples``/``stdevs`` (gradient_shap),
             ``nsamples`` (shap_kernel, shap_gradient), ``l1_reg`` (shap_kernel: default False, every
             feature kept; ``"num_features(10)"`` keeps 10), ``max_evals`` (shap_permutation),
             ``window``/``strides`` (occlusion), ``layer`` (grad_cam), ``abs`` (saliency),
@@ -325,9 +326,10 @@ def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: to
     key = "additivity" if spec.library == "shap" else "completeness"
     v, o, b = values.detach().cpu().double().numpy(), explained.cpu().double().numpy(), base.cpu().double().numpy()
     quality: dict[str, Any] = {key: q.completeness(v, o, b) if spec.additive else q.not_additive(spec.name)}
-    if "convergence_delta" in extras:
-        delta = torch.cat([d.reshape(-1) for d in extras["convergence_delta"]]).abs()
-        quality[key]["convergence_delta_max"] = float(delta.max())
+    if "n_steps" in extras:  # integrated gradients: the steps each row took (more where 50 missed)
+        steps = torch.cat([s.reshape(-1) for s in extras["n_steps"]])
+        quality[key]["n_steps_max"] = int(steps.max())
+        quality[key]["rows_refined"] = int((steps > steps.min()).sum()) if len(steps) else 0
     if spec.refuses_incomplete and not quality[key]["passed"]:
         raise ValueError(
             f"{spec.name}: the attributions miss up to {100 * quality[key]['max_relative_gap']:.1f}% of the output "
@@ -356,21 +358,26 @@ def _quality(spec: MethodSpec, ctx: ExplainContext, x: torch.Tensor, targets: to
         # several randomized copies, each on its share of the rows: one random draw alone moves the
         # mean rank correlation by +-0.2 on a trained MLP
         per = max(1, q.RANDOMIZATION_ROWS // q.RANDOMIZATION_COPIES)
-        original, randomized = [], []
+        original, randomized, masks = [], [], []
         for k in range(q.RANDOMIZATION_COPIES):
             idx = torch.arange(k * per, (k + 1) * per, device=x.device) % len(x)
             with ModelGuard(q.randomized_copy(ctx.model, ctx.seed + k)) as clone:
                 rctx = replace(ctx.for_rows(idx), model=clone, progress=False)
                 randomized.append(adapter(rctx, x[idx], targets[idx], refs).values.detach().cpu().numpy())
             original.append(v[idx.cpu().numpy()])
+            if tokens:
+                masks.append(ctx.token.valid[idx].cpu().numpy())
         quality["randomization"] = (
             {"skipped": "the model's output does not vary over the rows explained"} if quality.get("constant_output")
-            else q.randomization_check(np.concatenate(original), np.concatenate(randomized)))
+            else q.randomization_check(np.concatenate(original), np.concatenate(randomized),
+                                       np.concatenate(masks) if masks else None))
         if tokens:
             quality["sensitivity"] = {"skipped": continuous}
         elif spec.gradients or checks == "all":
             def rerun(inputs: torch.Tensor | tuple, target: torch.Tensor) -> tuple[torch.Tensor]:
                 inputs = inputs[0] if isinstance(inputs, tuple) else inputs  # Captum passes a tuple
+                if target.numel() == 1 and len(inputs) > 1:  # Captum does not expand a one-row target
+                    target = target.reshape(1).expand(len(inputs))
                 with torch.enable_grad():  # sensitivity_max runs this under no_grad
                     return (spec.adapter(ctx, inputs, target, refs).values,)
             quality["sensitivity"] = q.sensitivity_check(rerun, x, targets, ctx.seed)
@@ -404,7 +411,9 @@ def explain_prediction(model: nn.Module | Callable, x: Any, method: str = "integ
 @dataclass
 class MethodComparison:
     """Several methods on the same rows: their explanations, global importances side by side, and
-    how well their rankings agree (Spearman's and Kendall's rank correlations)."""
+    how well their rankings agree (Spearman's and Kendall's rank correlations, and Spearman's with
+    each feature weighted by its share of the importance, which the order of unused features
+    does not decide)."""
 
     explanations: dict[str, Explanation]
     importance: pd.DataFrame
@@ -442,7 +451,8 @@ def compare_methods(model: nn.Module, X: Any,
     for a, b in itertools.combinations(methods, 2):
         rows.append({"method_a": a, "method_b": b,
                      "spearman": float(spearmanr(importance[a], importance[b]).statistic),
-                     "kendall": float(kendalltau(importance[a], importance[b]).statistic)})
+                     "kendall": float(kendalltau(importance[a], importance[b]).statistic),
+                     "weighted_spearman": q.weighted_rank_correlation(importance[a], importance[b])})
     return MethodComparison(explanations, importance, pd.DataFrame(rows))
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from diagnose.explain.api import explain
 from diagnose.explain.explanation import Explanation
+from diagnose.explain.quality import weighted_rank_correlation
 
 # Mean rank agreement below which the summary says the importances depend on the training run.
 RANK_AGREEMENT_LOW = 0.7
@@ -131,11 +132,10 @@ def explanation_consistency(models: Any, X: Any, method: str = "integrated_gradi
                             for name, exp in explanations.items()}, axis=1, join="inner")
     ranks = importance.rank(ascending=False)
     spearman = ranks.corr(method="pearson")  # Pearson of ranks: Spearman's, ties averaged
-    share = importance / importance.sum(axis=0).replace(0.0, np.nan)
     rank_agreement = pd.DataFrame(np.eye(len(named)), index=list(named), columns=list(named))
     for a, b in itertools.combinations(named, 2):
-        rank_agreement.loc[a, b] = rank_agreement.loc[b, a] = _weighted_correlation(
-            ranks[a].to_numpy(), ranks[b].to_numpy(), ((share[a] + share[b]) / 2).to_numpy())
+        rank_agreement.loc[a, b] = rank_agreement.loc[b, a] = weighted_rank_correlation(
+            importance[a].to_numpy(), importance[b].to_numpy())
     stack = np.stack([e.flat_values for e in explanations.values()]).astype(float)  # (models, rows, features)
     sign = np.sign(stack)
     pairs = list(itertools.combinations(range(len(stack)), 2))
@@ -151,16 +151,6 @@ def explanation_consistency(models: Any, X: Any, method: str = "integrated_gradi
     return ExplanationConsistency(explanations, importance.reset_index(), rank_agreement, sign_agreement,
                                   ranks.std(axis=1, ddof=0).rename("rank_spread"), spearman,
                                   feature_sign.reindex(importance.index).rename("sign_agreement"))
-
-
-def _weighted_correlation(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
-    """Pearson's correlation of ``a`` and ``b`` with weights ``w`` (NaN where undefined)."""
-    if not np.isfinite(w).all() or w.sum() <= 0:
-        return float("nan")
-    w = w / w.sum()
-    da, db = a - (w * a).sum(), b - (w * b).sum()
-    denominator = np.sqrt((w * da * da).sum() * (w * db * db).sum())
-    return float((w * da * db).sum() / denominator) if denominator > 0 else float("nan")
 
 
 __all__ = ["ExplanationConsistency", "explanation_consistency"]

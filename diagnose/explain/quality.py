@@ -45,17 +45,28 @@ def completeness(values: np.ndarray, outputs: np.ndarray, base: np.ndarray) -> d
     others, and outputs around 1e-3 are judged on their own scale (no absolute floor). Beyond it
     only what float32 arithmetic cannot resolve is forgiven: 64 float32 epsilons of the
     magnitudes summed (|f(x)|, |base| and the attributions' absolute values)."""
-    flat = values.reshape(len(values), -1).astype(float)
-    total = flat.sum(axis=1)
-    gap = np.abs(total + base - outputs)
-    difference = np.abs(outputs - base)
-    scale = np.maximum(difference, float(np.median(difference)))
-    rounding = 64 * float(np.finfo(np.float32).eps) * (np.abs(outputs) + np.abs(base) + np.abs(flat).sum(axis=1))
+    gap, scale, rounding = _gaps(values, outputs, base)
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(scale > 0, gap / scale, np.where(gap > rounding, np.inf, 0.0))
     return {"applies": True, "mean_abs_gap": float(gap.mean()), "max_abs_gap": float(gap.max()),
             "max_relative_gap": float(relative.max()), "median_relative_gap": float(np.median(relative)),
             "passed": bool((gap <= COMPLETENESS_TOLERANCE * scale + rounding).all())}
+
+
+def complete_rows(values: np.ndarray, outputs: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per row, whether it passes ``completeness`` (the same tolerance and scale)."""
+    gap, scale, rounding = _gaps(values, outputs, base)
+    return gap <= COMPLETENESS_TOLERANCE * scale + rounding
+
+
+def _gaps(values: np.ndarray, outputs: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the gap, the output difference it is judged on, and the float32 rounding forgiven."""
+    flat = values.reshape(len(values), -1).astype(float)
+    gap = np.abs(flat.sum(axis=1) + base - outputs)
+    difference = np.abs(outputs - base)
+    scale = np.maximum(difference, float(np.median(difference)))
+    rounding = 64 * float(np.finfo(np.float32).eps) * (np.abs(outputs) + np.abs(base) + np.abs(flat).sum(axis=1))
+    return gap, scale, rounding
 
 
 def sampling_error(first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
@@ -123,14 +134,33 @@ def randomized_copy(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return clone
 
 
-def randomization_check(original: np.ndarray, randomized: np.ndarray) -> dict[str, Any]:
+def randomization_check(original: np.ndarray, randomized: np.ndarray,
+                        mask: np.ndarray | None = None) -> dict[str, Any]:
+    """Mean Spearman correlation of |attributions| per row, original vs randomized model; ``mask``
+    (rows, features) limits each row to its real features (token padding, 0 in both, would tie)."""
     from scipy.stats import spearmanr
     a = np.abs(original.reshape(len(original), -1))
     b = np.abs(randomized.reshape(len(randomized), -1))
-    rhos = [spearmanr(x, y).statistic for x, y in zip(a, b) if np.ptp(x) > 0 and np.ptp(y) > 0]
+    keep = np.ones(a.shape, dtype=bool) if mask is None else mask.reshape(len(a), -1).astype(bool)
+    rhos = [spearmanr(x[k], y[k]).statistic for x, y, k in zip(a, b, keep)
+            if k.sum() > 1 and np.ptp(x[k]) > 0 and np.ptp(y[k]) > 0]
     rho = float(np.nanmean(rhos)) if rhos else float("nan")
     return {"mean_rank_correlation": rho, "rows": len(a),
             "passed": bool(rho < RANDOMIZATION_MAX_CORRELATION) if np.isfinite(rho) else None}
+
+
+def weighted_rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's correlation of two importance vectors, each feature weighted by its mean share
+    of the two: features neither uses (whose order is noise) barely count. NaN where undefined."""
+    from scipy.stats import rankdata
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.sum() <= 0 or b.sum() <= 0:
+        return float("nan")
+    w = (a / a.sum() + b / b.sum()) / 2
+    ra, rb = rankdata(-a), rankdata(-b)
+    da, db = ra - (w * ra).sum(), rb - (w * rb).sum()
+    denominator = np.sqrt((w * da * da).sum() * (w * db * db).sum())
+    return float((w * da * db).sum() / denominator) if denominator > 0 else float("nan")
 
 
 def trust_note(quality: dict[str, Any]) -> str:
@@ -140,8 +170,8 @@ def trust_note(quality: dict[str, Any]) -> str:
     if comp.get("applies"):
         notes.append("attributions add up to the output" if comp.get("passed")
                      else f"attributions miss up to {100 * comp['max_relative_gap']:.1f}% of the output they explain"
-                     + (" (the path integral has not converged: raise n_steps)" if "convergence_delta_max" in comp
-                        else ""))
+                     + (f" (the path integral has not converged at {comp['n_steps_max']} steps: raise n_steps)"
+                        if "n_steps_max" in comp else ""))
     sampled = quality.get("sampling_error") or {}
     if sampled.get("passed") is False:
         notes.append(f"a second sample moves the values by about {100 * sampled['median_relative']:.0f}% of the "

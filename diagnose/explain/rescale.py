@@ -154,7 +154,7 @@ def _softmax_dim(module: nn.Module, z: torch.Tensor) -> int:
 def _pool_indices(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """The arg-max positions of each pooling window (flat over the spatial dimensions)."""
     pool = copy.copy(module)
-    pool.return_indices = True
+    object.__setattr__(pool, "return_indices", True)  # a plain attribute of the pooling modules
     with torch.no_grad():
         return pool.forward(z)[1]
 

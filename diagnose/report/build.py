@@ -252,6 +252,7 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
     singles = {m: explain(model, x[idx], m, target="predicted", feature_names=feature_names, class_names=class_names,
                           checks="none", **case_extra)
                for m in (methods if image else methods[:1])}
+    token_scale = float(np.abs(singles[methods[0]].values).max()) if text else None
     for k, (name, i) in enumerate(cases):
         local = singles[methods[0]].local(k)
         probabilities = None
@@ -266,7 +267,7 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
                                "attribution": _fmt(float(r.attribution))}
                               for r in local.contributions.head(8).itertuples()],
             "plot": None if image or text else plots.data_uri(plots.contributions(local.contributions)),
-            "tokens": highlighted(local) if text else None,
+            "tokens": highlighted(local, token_scale) if text else None,
         })
     if image:
         out["maps"] = {m: plots.data_uri(plots.image_maps(x[idx].numpy(), e.values,
@@ -300,11 +301,14 @@ def _n_classes(model: nn.Module, x: torch.Tensor, forward_kwargs: dict[str, Any]
             return 1
 
 
-def highlighted(local: Any) -> list[dict[str, str]]:
-    """A token explanation as text: each token shaded by its attribution relative to the row's
-    largest (red raises the explained output, blue lowers it, as in shap's text plot)."""
+def highlighted(local: Any, scale: float | None = None) -> list[dict[str, str]]:
+    """A token explanation as text: each token shaded by its attribution relative to ``scale``
+    (default the row's largest; the report passes the largest over the rows it shows, so a row
+    of negligible attributions stays pale). Red raises the explained output, blue lowers it, as in
+    shap's text plot."""
     by_position = local.contributions.sort_values("position")
-    largest = float(by_position["attribution"].abs().max()) if len(by_position) else 0.0
+    largest = scale if scale is not None else (float(by_position["attribution"].abs().max())
+                                               if len(by_position) else 0.0)
     spans = []
     for r in by_position.itertuples():
         a = float(r.attribution)

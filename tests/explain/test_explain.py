@@ -111,7 +111,8 @@ def test_compare_methods_reports_rank_agreement(cart):
     model, data = cart
     cmp = dg.compare_methods(model, data.X_val[:100], ["integrated_gradients", "shap_deep", "gradient_shap"],
                              background=data.X_train[:50], feature_names=data.feature_names, target=1, checks="none")
-    assert list(cmp.agreement.columns) == ["method_a", "method_b", "spearman", "kendall"] and len(cmp.agreement) == 3
+    assert list(cmp.agreement.columns) == ["method_a", "method_b", "spearman", "kendall", "weighted_spearman"]
+    assert len(cmp.agreement) == 3
     assert (cmp.agreement["spearman"] > 0.8).all()
     assert list(cmp.importance.columns) == ["feature", "integrated_gradients", "shap_deep", "gradient_shap"]
 

@@ -90,7 +90,7 @@ def test_integrated_gradients_completeness_with_default_steps():
     model = dg.mlp(8, [32, 32], 3)
     exp = dg.explain(model, torch.randn(50, 8), "integrated_gradients", checks="none")
     assert exp.quality["completeness"]["max_abs_gap"] < 1e-2
-    assert exp.quality["completeness"]["convergence_delta_max"] < 1e-2
+    assert exp.quality["completeness"]["passed"] and exp.quality["completeness"]["n_steps_max"] <= 200
 
 
 def test_shap_deep_equals_shap_deepexplainer():

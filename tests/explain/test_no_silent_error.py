@@ -329,3 +329,20 @@ def test_a_many_class_model_is_explained_for_every_class():
     assert set(exp.global_importance(by_class=True)["class"]) == {0, 1, 2}
     with pytest.raises(IndexError, match="out of range for 7"):
         exp.local(7)
+
+
+def test_integrated_gradients_integrates_again_the_rows_that_do_not_add_up():
+    """A sigmoid step at x = 0.5 (slope 400): rows that cross it from the zero baseline need far
+    more than 50 steps; rows that stay below it do not, and keep 50. A given n_steps is kept."""
+    model = nn.Sequential(nn.Linear(1, 1), nn.Sigmoid())
+    with torch.no_grad():
+        model[0].weight.fill_(400.0)
+        model[0].bias.fill_(-200.0)
+    x = torch.tensor([[1.0], [0.9], [0.7], [0.1], [0.2], [0.3]])
+    fixed = dg.explain(model, x, "integrated_gradients", n_steps=50, checks="none")
+    assert not fixed.quality["completeness"]["passed"]
+    auto = dg.explain(model, x, "integrated_gradients", checks="none")
+    c = auto.quality["completeness"]
+    assert c["passed"] and c["rows_refined"] == 3 and c["n_steps_max"] > 50, c
+    exact = (torch.sigmoid(400 * x - 200) - torch.sigmoid(torch.tensor(-200.0))).numpy()
+    np.testing.assert_allclose(auto.values, exact, atol=1e-2 * float(np.abs(exact).max()))

@@ -151,6 +151,9 @@ def test_bert_with_attention_mask_and_padding(bert):
                                       ).attribute(x, baselines=reference, target=1, additional_forward_args=(m,))
     np.testing.assert_allclose(exp.values[:8], captum.sum(-1).detach().numpy(), rtol=1e-4, atol=1e-5)
     local = exp.local(0)
+    one = dg.explain_prediction(bert, ids[pos][0], forward_kwargs={"attention_mask": mask[pos][0]}, n_steps=50)
+    np.testing.assert_allclose(one.attribution_map, exp.values[0], rtol=1e-4, atol=1e-5)
+    assert one.tokens == local.tokens
     assert len(local.tokens) == int(m[0].sum())
     assert set(local.contributions["position"]) == set(range(len(local.tokens)))
     perm = dg.explain(bert, ids[pos][:15], "shap_permutation", target=1,

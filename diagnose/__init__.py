@@ -36,6 +36,8 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "Watch": ("diagnose.monitor.watch", "Watch"),
     "watch": ("diagnose.monitor.watch", "watch"),
     "report": ("diagnose.report", "report"),
+    "preflight": ("diagnose.preflight", "preflight"),
+    "Preflight": ("diagnose.preflight", "Preflight"),
     "Callback": ("diagnose.trainer.callbacks", "Callback"),
     "Comparison": ("diagnose.trainer.compare", "Comparison"),
     "compare_optimizers": ("diagnose.trainer.compare", "compare_optimizers"),
@@ -62,13 +64,14 @@ __all__ = [  # the keys of _PUBLIC (a test checks they agree), written out for t
     "Trainer", "TuneResult", "Watch", "__version__", "cnn", "compare_methods", "compare_optimizers",
     "cross_validate", "datasets", "explain", "explain_prediction", "explanation_consistency", "findings",
     "list_explain_methods", "list_finding_rules", "list_losses", "list_optimizers", "list_statistics",
-    "list_strategies", "load_run", "log_uniform", "mlp", "report", "tune", "tune_trainer", "watch",
+    "list_strategies", "load_run", "log_uniform", "mlp", "Preflight", "preflight", "report", "tune", "tune_trainer",
+    "watch",
 ]
 
-# Four public functions share the name of the subpackage that defines them. Python binds a
+# Five public functions share the name of the subpackage that defines them. Python binds a
 # subpackage onto its parent when it is first imported (``diagnose.report = <module>``), which
 # would hide ``dg.report`` the function; the package keeps the function instead.
-_SHADOWED = frozenset({"explain", "findings", "report", "tune"})
+_SHADOWED = frozenset({"explain", "findings", "preflight", "report", "tune"})
 
 
 class _Package(types.ModuleType):
@@ -108,6 +111,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from diagnose.monitor.run import Run, load_run
     from diagnose.monitor.statistics import list_statistics
     from diagnose.monitor.watch import Watch, watch
+    from diagnose.preflight import Preflight, preflight
     from diagnose.report import report
     from diagnose.trainer.callbacks import Callback
     from diagnose.trainer.compare import Comparison, compare_optimizers

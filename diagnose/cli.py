@@ -85,9 +85,86 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _findings(args: argparse.Namespace) -> int:
+def _print_findings(found: Sequence[Any]) -> None:
+    """Numbered findings, wrapped to the terminal: severity, kind, where, message, remedy."""
     import textwrap
+    width = shutil.get_terminal_size((100, 20)).columns
+    for i, f in enumerate(found, 1):
+        where = f" in {f.layer}" if f.layer else ""
+        steps = f", steps {f.steps[0]}-{f.steps[1]}" if f.steps else ""
+        support = f" (supported by {f.support})" if f.support else ""
+        print(f"\n{i}. [{f.severity.upper()}] {f.kind}{where}{steps}{support}")
+        print(textwrap.fill(f.message, width, initial_indent="   ", subsequent_indent="   "))
+        print(textwrap.fill("Remedy: " + f.remedy, width, initial_indent="   ", subsequent_indent="   "))
 
+
+PREFLIGHT_EXAMPLE = """\
+# diagnose preflight config: a dg.mlp on a bundled dataset
+dataset: digits            # digits | breast_cancer | cart_abandonment
+model: {hidden: [64], dropout: 0.0, batch_norm: false}
+optimizer: adam            # any name of dg.list_optimizers()
+lr: 0.001
+loss: cross_entropy
+
+# or a Python script that defines `model` and `data` (and optionally `loss`, `optimizer`,
+# `val_data`), or `demo` for the built-in example
+"""
+
+
+def _preflight_inputs(target: str) -> dict[str, Any]:
+    """The model, data, loss and optimizer that ``diagnose preflight`` checks."""
+    import runpy
+
+    import torch
+
+    import diagnose as dg
+    path = Path(target)
+    if target == "demo":
+        data = dg.datasets.cart_abandonment(n=4000, seed=0)
+        torch.manual_seed(0)
+        model = dg.mlp(data.n_features, hidden=[64, 32], out_features=2, batch_norm=True, dropout=0.2)
+        return {"model": model, "data": data.train, "val_data": data.val, "optimizer": "adadelta"}
+    if not path.is_file():
+        raise ValueError(f"CONFIG_OR_SCRIPT: {target} is not a file (a .py script, a .yaml config, or 'demo')")
+    if path.suffix == ".py":
+        namespace = runpy.run_path(str(path), run_name="__preflight__")
+        missing = [k for k in ("model", "data") if k not in namespace]
+        if missing:
+            raise ValueError(f"CONFIG_OR_SCRIPT: {target} must define {' and '.join(missing)} (a model and its "
+                             "training data as an (X, y) pair, Dataset or DataLoader)")
+        return {k: namespace[k] for k in ("model", "data", "loss", "optimizer", "val_data", "lr") if k in namespace}
+    import yaml
+    config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"CONFIG_OR_SCRIPT: {target} must be a YAML mapping; for example:\n{PREFLIGHT_EXAMPLE}")
+    loaders: dict[str, Callable[[], Any]] = {"digits": dg.datasets.digits, "breast_cancer": dg.datasets.breast_cancer,
+                                             "cart_abandonment": dg.datasets.cart_abandonment}
+    name = config.get("dataset", "digits")
+    if name not in loaders:
+        raise ValueError(f"config: dataset must be one of {list(loaders)}, got {name!r}")
+    data = loaders[name]()
+    spec = {"hidden": [64], "dropout": 0.0, "batch_norm": False, **(config.get("model") or {})}
+    hidden = [spec["hidden"]] if isinstance(spec["hidden"], int) else list(spec["hidden"])
+    torch.manual_seed(int(config.get("seed", 0)))
+    model = dg.mlp(data.n_features, hidden, data.n_classes, dropout=spec["dropout"],
+                   batch_norm=bool(spec["batch_norm"]))
+    return {"model": model, "data": data.train, "val_data": data.val, "optimizer": config.get("optimizer", "adam"),
+            "lr": config.get("lr"), "loss": config.get("loss", "cross_entropy")}
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    import diagnose as dg
+    inputs = _preflight_inputs(args.target)
+    result = dg.preflight(inputs.pop("model"), inputs.pop("data"), lr_range=not args.no_lr_range,
+                          run_dir=args.run_dir, **inputs)
+    serious = [f for f in result if f.severity != "info"]
+    print(f"preflight of {args.target}: {len(serious)} problem{'s' if len(serious) != 1 else ''} found in "
+          f"{result.seconds:.1f}s" + (f" (written to {args.run_dir})" if args.run_dir else ""))
+    _print_findings(result)
+    return 1 if any(f.severity == "critical" for f in result) else 0
+
+
+def _findings(args: argparse.Namespace) -> int:
     from diagnose.findings import evaluate
     from diagnose.monitor.run import load_run
 
@@ -98,14 +175,7 @@ def _findings(args: argparse.Namespace) -> int:
     print(f"{args.run_dir}: {meta.get('steps', '?')} steps, {run.state(meta)}")
     if not found:
         print("No training-health problems found.")
-    width = shutil.get_terminal_size((100, 20)).columns
-    for i, f in enumerate(found, 1):
-        where = f" in {f.layer}" if f.layer else ""
-        steps = f", steps {f.steps[0]}-{f.steps[1]}" if f.steps else ""
-        support = f" (supported by {f.support})" if f.support else ""
-        print(f"\n{i}. [{f.severity.upper()}] {f.kind}{where}{steps}{support}")
-        print(textwrap.fill(f.message, width, initial_indent="   ", subsequent_indent="   "))
-        print(textwrap.fill("Remedy: " + f.remedy, width, initial_indent="   ", subsequent_indent="   "))
+    _print_findings(found)
     if evaluation.skipped:
         print("\nNot evaluated:")
         for rule, why in evaluation.skipped:
@@ -240,6 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--study", default=None, help="the study name shared by the workers")
     tune.add_argument("--trials", type=int, default=None, help="trials for this worker (default: the config's)")
     tune.set_defaults(func=_tune)
+    pre = sub.add_parser("preflight", help="check a model and its data before training (seconds)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Run the checks an expert runs before a long training: loss at "
+                                     "initialisation, input and batch dependence, gradients at step 0, overfitting "
+                                     "one batch, the data, and a learning-rate range test. Exit status 1 when a "
+                                     "critical problem is found.\n\nExample config:\n\n" + PREFLIGHT_EXAMPLE)
+    pre.add_argument("target", metavar="CONFIG_OR_SCRIPT",
+                     help="a .py script defining model and data, a .yaml config (see above), or 'demo'")
+    pre.add_argument("--run-dir", default=None, help="save the result there; the run's report shows it first")
+    pre.add_argument("--no-lr-range", action="store_true", help="skip the learning-rate range test")
+    pre.set_defaults(func=_preflight)
     return parser
 
 

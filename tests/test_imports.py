@@ -54,11 +54,13 @@ def test_every_public_name_resolves_and_same_named_functions_stay_functions():
 
 
 # Stages, in the order data flows: a module may import its own stage and those before it.
-# trainer and monitor -> findings -> explain -> tune -> report -> integrations -> the facade -> cli.
+# trainer and monitor -> findings -> explain -> tune and preflight -> report -> integrations -> the
+# facade -> cli.
 STAGES = {
     "diagnose.validate": 0, "diagnose.registry": 0, "diagnose.models": 0, "diagnose.datasets": 0,
     "diagnose.monitor": 1, "diagnose.trainer": 2, "diagnose.findings": 3, "diagnose.explain": 4,
-    "diagnose.tune": 5, "diagnose.report": 6, "diagnose.integrations": 7, "diagnose": 8, "diagnose.cli": 9,
+    "diagnose.tune": 5, "diagnose.preflight": 5,
+    "diagnose.report": 6, "diagnose.integrations": 7, "diagnose": 8, "diagnose.cli": 9,
 }
 # The one documented back-edge: Run.findings() (monitor -> findings), a convenience for users.
 BACK_EDGES = {("diagnose.monitor.run", "diagnose.findings")}

@@ -60,7 +60,7 @@ def _version() -> str:
 def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None, feature_names: Any = None,
            class_names: Any = None, out: str | Path | None = None, labels: Any = None,
            methods: list[str] | None = None, tuning: Any = None, forward_kwargs: dict[str, Any] | None = None,
-           tokens: Any = None, consistency: Any = None) -> Path:
+           tokens: Any = None, consistency: Any = None, preflight: Any = None) -> Path:
     """Write the HTML report of a recorded run; returns its path.
 
     Args:
@@ -75,8 +75,13 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
             row; the token strings or tokenizer): single predictions are then shown as highlighted text.
         consistency: a ``dg.explanation_consistency`` result to add as a section (retrained models'
             explanations compared).
+        preflight: a ``dg.preflight`` result to show first (default: the one saved in ``run_dir``
+            by ``dg.preflight(..., run_dir=)``, if any).
     """
     run = load_run(run_dir)
+    if preflight is None:
+        from diagnose.preflight import load as load_preflight
+        preflight = load_preflight(run_dir)
     out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}.html"
     model, data, labels, feature_names, class_names, missing = _inputs(run, model, data, labels, feature_names,
                                                                        class_names)
@@ -96,6 +101,7 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
         training=training, explanations=explanations, missing=missing + training["missing"],
         tuning=build.tuning(tuning) if tuning is not None else None,
         consistency=build.consistency(consistency) if consistency is not None else None,
+        preflight=build.preflight(preflight) if preflight is not None else None,
         version=_version())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")

@@ -319,6 +319,32 @@ def highlighted(local: Any, scale: float | None = None) -> list[dict[str, str]]:
     return spans
 
 
+def preflight(result: Any) -> dict[str, Any]:
+    """The preflight checks: findings (most severe first), what each check saw, the LR curve."""
+    curve = result.lr_curve
+    seen = {
+        "data": "data: {rows} rows, {features} features read".format(**result.checks["data"])
+        if "data" in result.checks else None,
+        "init_loss": "loss at initialisation {:.4g} (expected about {})".format(
+            result.checks["init_loss"]["loss"], _fmt(result.checks["init_loss"].get("expected", float("nan"))))
+        if "init_loss" in result.checks else None,
+        "overfit_one_batch": "one batch of {rows} overfit in {steps} steps ({initial:.3g} to {final:.3g})".format(
+            **result.checks["overfit_one_batch"]) if result.checks.get("overfit_one_batch", {}).get("reached")
+        else None,
+        "label_signal": "held-out loss after {steps} steps {held_out_loss:.3g} against {constant_loss:.3g} for the "
+                        "label frequencies".format(**result.checks["label_signal"])
+        if "label_signal" in result.checks else None,
+        "batch_independence": result.checks.get("batch_independence", {}).get("note"),
+    }
+    return {
+        "findings": [{"severity": f.severity, "kind": f.kind, "layer": f.layer, "message": f.message,
+                      "remedy": f.remedy} for f in result],
+        "seen": [v for v in seen.values() if v],
+        "seconds": _fmt(float(result.seconds)),
+        "lr_plot": plots.data_uri(plots.lr_range(curve)) if curve and curve.get("suggested") else None,
+    }
+
+
 def consistency(result: Any) -> dict[str, Any]:
     """Explanations of retrained models side by side: the verdict, the pairwise rank agreement,
     the per-row sign agreement, and the importances of the least stable features."""

@@ -205,3 +205,22 @@ def importances(values: dict[str, float]) -> Figure:
     ax.barh(names, [values[n] for n in names], color="C2")
     ax.set_xlabel("importance")
     return fig
+
+
+def lr_range(curve: dict) -> Figure:
+    """The learning-rate range test: smoothed loss against the rate (log scale), the suggested
+    rate and the configured one marked."""
+    fig = Figure(figsize=(6.5, 3.0), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(curve["rates"], curve["losses"], color="C0", label="smoothed loss")
+    if curve.get("suggested"):
+        ax.axvline(curve["suggested"], color="C2", linestyle="--", label=f"suggested {curve['suggested']:.2g}")
+    configured = curve.get("configured")
+    if configured and np.isfinite(configured):
+        ax.axvline(configured, color="C3", linestyle=":", label=f"yours {configured:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig

@@ -53,7 +53,8 @@ INPUT_DEPENDENCE = 1e-4
 # A feature is unscaled when its standard deviation is this far from 1 (either way) or its mean
 # this many standard deviations from 0; a class is rare below this share of an even split.
 UNSCALED_STD, UNSCALED_MEAN, RARE_CLASS = 10.0, 5.0, 0.2
-# Learning-rate range test: rates, steps, and the smoothed loss multiple that ends it.
+# Learning-rate range test: rates (up to 10 times the configured one when that is higher), steps,
+# and the smoothed loss multiple that ends it.
 LR_MIN, LR_MAX, LR_STEPS, LR_DIVERGE = 1e-7, 10.0, 100, 4.0
 
 
@@ -693,7 +694,8 @@ def _check_lr_range(X: torch.Tensor, y: torch.Tensor, setup: _Setup, checks: dic
     model, optimizer = setup.copies()
     model.train()
     configured = float(optimizer.param_groups[0].get("lr", math.nan))
-    rates = np.geomspace(LR_MIN, LR_MAX, LR_STEPS)
+    top = max(LR_MAX, 10 * configured) if math.isfinite(configured) else LR_MAX  # your rate inside the test
+    rates = np.geomspace(LR_MIN, top, LR_STEPS)
     g = torch.Generator().manual_seed(2)
     smoothed, raw, used, avg, best = [], [], [], 0.0, math.inf
     for i, rate in enumerate(rates):

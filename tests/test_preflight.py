@@ -267,3 +267,33 @@ def test_report_shows_the_preflight_first_and_the_command(tmp_path, cart, capsys
     (tmp_path / "empty.py").write_text("x = 1\n")
     assert main(["preflight", str(tmp_path / "empty.py")]) == 2
     assert "must define model and data" in capsys.readouterr().err
+
+
+class SqrtOfZero(nn.Module):
+    """sqrt at 0 in forward: a finite loss with NaN gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(10, 2), nn.Linear(10, 2)
+
+    def forward(self, x):
+        return self.a(x) + torch.sqrt(torch.relu(self.b(x)) * 0)
+
+
+def test_nan_gradients_at_step_zero_and_a_rate_beyond_the_blow_up(cart):
+    result = dg.preflight(SqrtOfZero(), cart.train, lr_range=False)
+    f = next(f for f in result if f.evidence.get("check") == "nonfinite_gradient")
+    assert f.severity == "critical" and f.layer == "b.weight" and set(f.evidence["parameters"]) == {"b.weight", "b.bias"}
+    torch.manual_seed(0)
+    fast = dg.preflight(dg.mlp(10, [64, 32], 2), cart.train, optimizer="sgd", lr=1000.0)
+    f = next(f for f in fast if f.evidence.get("check") == "lr_too_high")
+    assert f.evidence["diverged_at"] <= 1000.0 and f.evidence["suggested"] < f.evidence["diverged_at"]
+
+
+def test_the_command_reads_a_yaml_config(tmp_path, capsys):
+    config = tmp_path / "pre.yaml"
+    config.write_text("dataset: breast_cancer\nmodel: {hidden: [16]}\noptimizer: adam\nlr: 0.001\n")
+    run_dir = tmp_path / "run"
+    assert main(["preflight", str(config), "--run-dir", str(run_dir)]) == 0
+    assert "0 problems found" in capsys.readouterr().out and (run_dir / "preflight.json").is_file()
+    assert dg.preflight.__module__ == "diagnose.preflight"  # the function, not the module, after the import

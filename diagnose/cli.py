@@ -75,10 +75,15 @@ def _report(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from diagnose.report import prediction_page
     out, local = prediction_page(args.run_dir, args.index, out=args.output, method=args.method)
-    print(f"row {args.index}: predicted {local.prediction}"
-          + (f", probabilities {', '.join(f'{p:.3f}' for p in local.probabilities)}"
-             if local.probabilities is not None else ""))
-    print(f"explained: the {local.output_kind} of class {local.target} (the predicted class), {local.output:.4g} = "
+    names = local.class_names
+
+    def label(k: int) -> str:
+        return str(names[k]) if names and 0 <= k < len(names) else str(k)
+    classified = local.probabilities is not None
+    print(f"row {args.index}: predicted {label(int(local.prediction)) if classified else f'{local.prediction:.4g}'}"
+          + (f", probabilities {', '.join(f'{label(k)} {p:.3f}' for k, p in enumerate(local.probabilities))}"
+             if classified else ""))
+    print(f"explained: the {local.output_kind} of {label(local.target)} (the predicted class), {local.output:.4g} = "
           f"base {local.base_value:.4g} + contributions ({local.method}):")
     print(local.contributions.head(args.top).to_string(index=False, float_format=lambda v: f"{v:+.4g}"))
     print(f"page written to {out}")
@@ -172,7 +177,9 @@ def _findings(args: argparse.Namespace) -> int:
     evaluation = evaluate(run)
     found = evaluation.findings
     meta = run.meta
-    print(f"{args.run_dir}: {meta.get('steps', '?')} steps, {run.state(meta)}")
+    from diagnose.findings import RunData
+    from diagnose.report.build import recorded_steps
+    print(f"{args.run_dir}: {recorded_steps(meta, RunData.from_run(run))}, {run.state(meta)}")
     if not found:
         print("No training-health problems found.")
     _print_findings(found)

@@ -188,6 +188,11 @@ class RunData:
         return self._tables.layer_order
 
     @property
+    def last_step(self) -> int | None:
+        """The last step with per-layer statistics (None when there are none)."""
+        return self._tables.last_step
+
+    @property
     def recorded_steps(self) -> int:
         """How many steps hold per-layer statistics."""
         return self._tables.recorded_steps

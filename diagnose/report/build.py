@@ -37,13 +37,33 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _duration(meta: dict[str, Any]) -> str:
+def _duration(meta: dict[str, Any], run: Run) -> str:
+    """The run's wall time; for a run that never closed, at least the time from its start to the
+    store's last write (the files' modification time)."""
     try:
         start = datetime.fromisoformat(meta["start_time"])
-        end = datetime.fromisoformat(meta["end_time"])
     except (KeyError, TypeError, ValueError):
-        return "unknown (the run did not finish)"
-    return f"{(end - start).total_seconds():.0f} s"
+        return "unknown (no start time was recorded)"
+    try:
+        return f"{(datetime.fromisoformat(meta['end_time']) - start).total_seconds():.0f} s"
+    except (KeyError, TypeError, ValueError):
+        pass
+    written = [p.stat().st_mtime for p in run.paths if p.exists()]
+    if not written:
+        return "unknown (no end time was recorded)"
+    seconds = max(written) - start.timestamp()
+    return f"at least {max(seconds, 0.0):.0f} s (from its start to the last write)"
+
+
+def recorded_steps(meta: dict[str, Any], data: RunData) -> str:
+    """How many steps the run holds, in words: the writer's count, or for a run that never closed
+    the steps recorded up to its last flush."""
+    if meta.get("steps") is not None:
+        return f"{meta['steps']} steps"
+    last = data.scalars["step"].max() if len(data.scalars) else None
+    last_stat = data.last_step
+    known = [int(v) for v in (last, last_stat) if v is not None and v == v]
+    return f"{max(known) + 1} steps recorded (to the last flush)" if known else "no steps recorded"
 
 
 def _overhead(info: dict[str, Any]) -> str | None:
@@ -69,14 +89,22 @@ def summary(run: Run, data: RunData) -> dict[str, Any]:
     scalars = data.scalars
     epoch_cols = [c for c in scalars.columns if c not in ("step", "rank", "loss")]
     final = {}
+    restored = meta.get("restored_epoch")
+    kept = (scalars[scalars["epoch"] == restored] if restored is not None and "epoch" in scalars
+            else scalars.iloc[:0])
     for column in epoch_cols:
-        values = scalars[column].dropna()
+        values = (kept if len(kept) else scalars)[column].dropna()
         if len(values):
             final[column] = _fmt(float(values.iloc[-1]))
+    final_caption = (f"epoch {restored}: the best epoch, whose weights early stopping restored (the model kept)"
+                     if len(kept) else "the last logged values")
     optimizer = meta.get("optimizer") or {}
     model = meta.get("model") or {}
+    verdict = evaluation.verdict
+    if verdict == "healthy" and not meta.get("complete"):
+        verdict = "no problems so far"  # a run that did not finish is not called healthy
     return {
-        "verdict": evaluation.verdict,
+        "verdict": verdict, "final_caption": final_caption,
         "findings": [{"severity": f.severity, "kind": f.kind, "layer": f.layer,
                       "steps": f"{f.steps[0]}-{f.steps[1]}" if f.steps else "", "message": f.message,
                       "support": f.support, "remedy": f.remedy,
@@ -87,9 +115,9 @@ def summary(run: Run, data: RunData) -> dict[str, Any]:
         "final": final,
         "early_stopping": {"best_epoch": meta.get("best_epoch"), "stopped_epoch": meta.get("stopped_epoch")},
         "meta": {
-            "complete": bool(meta.get("complete")), "state": run.state(meta), "steps": meta.get("steps"),
+            "complete": bool(meta.get("complete")), "state": run.state(meta), "steps": recorded_steps(meta, data),
             "source": meta.get("source"),
-            "start": meta.get("start_time"), "end": meta.get("end_time", "-"), "duration": _duration(meta),
+            "start": meta.get("start_time"), "end": meta.get("end_time", "-"), "duration": _duration(meta, run),
             "every": meta.get("every"), "world_size": meta.get("world_size", 1),
             "overhead": _overhead(meta.get("overhead") or {}),
             "optimizer": optimizer.get("name") or optimizer.get("class"),
@@ -208,6 +236,11 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
     if tokens is not None:
         extra["tokens"] = tokens
     cmp = compare_methods(model, x, methods, feature_names=feature_names, class_names=class_names, **extra)
+    # a method whose attributions do not add up is shown after those that do, and said to be
+    # incomplete wherever it appears beside them
+    incomplete = {m: _completeness(e.quality)["max_relative_gap"] for m, e in cmp.explanations.items()
+                  if _completeness(e.quality).get("applies") and not _completeness(e.quality)["passed"]}
+    methods = sorted(methods, key=lambda m: m in incomplete)
     first = cmp.explanations[methods[0]]
     text = first.tokens is not None
     image = x.ndim == 4
@@ -215,6 +248,8 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
     out: dict[str, Any] = {
         "methods": methods, "rows": len(x), "output_kind": first.output_kind, "image": image,
         "explained": first.explained,
+        "incomplete": [{"method": m, "gap": f"{100 * g:.1f} %"} for m, g in incomplete.items()],
+        "labels": {m: m + (" (incomplete)" if m in incomplete else "") for m in methods},
         "importance_plot": plots.data_uri(plots.importance_bars(importance, methods)) if not image else None,
         "importance": [{"feature": r["feature"], **{m: _fmt(float(r[m])) for m in methods}}
                        for _, r in importance.head(15).iterrows()],
@@ -225,12 +260,13 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
             plots.beeswarm(first.flat_values, first.data.reshape(len(x), -1), first.feature_names)),
         "quality": [], "cases": [], "maps": None,
     }
-    for method, exp in cmp.explanations.items():
-        q = exp.quality
-        comp = q.get("completeness") or q.get("additivity") or {}
+    for method in methods:
+        q = cmp.explanations[method].quality
+        comp = _completeness(q)
         out["quality"].append({
             "method": method,
-            "gap": _fmt(comp["max_abs_gap"]) if comp.get("applies") else "not additive",
+            "gap": (f"{100 * comp['max_relative_gap']:.2g} % of the output difference (largest "
+                    f"{_fmt(comp['max_abs_gap'])})" if comp.get("applies") else "not additive"),
             "infidelity": _fmt(q.get("infidelity", {}).get("mean", float("nan"))),
             "sensitivity": _fmt(q.get("sensitivity", {}).get("mean", float("nan"))),
             "randomization": _fmt(q.get("randomization", {}).get("mean_rank_correlation", float("nan"))),
@@ -299,6 +335,10 @@ def _n_classes(model: nn.Module, x: torch.Tensor, forward_kwargs: dict[str, Any]
             return int(select_output(model(inputs, **kwargs), None).reshape(len(inputs), -1).shape[1])
         except Exception:  # noqa: BLE001 - the explain call below reports what is wrong with the model
             return 1
+
+
+def _completeness(quality: dict[str, Any]) -> dict[str, Any]:
+    return quality.get("completeness") or quality.get("additivity") or {}
 
 
 def highlighted(local: Any, scale: float | None = None) -> list[dict[str, str]]:

@@ -179,15 +179,25 @@ def sparkline(values: list[float], width: int = 90, height: int = 18) -> str:
 
 
 def trial_history(trials: pd.DataFrame, direction: str) -> Figure:
-    """Each trial's value and the best so far; pruned trials marked."""
+    """Each trial's value and the best so far; a pruned trial at the last value it reported (the
+    one it was pruned on), or, when it reported none, as a tick on the axis: never at an invented
+    value. Trial numbers are integers on the axis."""
+    from matplotlib.ticker import MaxNLocator
     fig = Figure(figsize=(6.5, 3.0), layout="constrained")
     ax = fig.subplots()
     done = trials[trials["state"] == "COMPLETE"]
     pruned = trials[trials["state"] == "PRUNED"]
     ax.scatter(done["number"], done["value"], s=14, label="complete")
     if len(pruned):
-        ax.scatter(pruned["number"], [done["value"].median()] * len(pruned), marker="x", color="C3", s=14,
-                   label="pruned (placed at the median)")
+        reported = pruned[pruned["last_reported"].notna()] if "last_reported" in pruned else pruned.iloc[:0]
+        silent = pruned.drop(reported.index)
+        if len(reported):
+            ax.scatter(reported["number"], reported["last_reported"], marker="x", color="C3", s=14,
+                       label="pruned (its last reported value)")
+        if len(silent):
+            ax.plot(silent["number"], [0.0] * len(silent), "|", color="C3", markersize=10,
+                    transform=ax.get_xaxis_transform(), label="pruned (reported no value)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     best = done["value"].cummax() if direction == "maximize" else done["value"].cummin()
     ax.step(done["number"], best, where="post", color="C1", label="best so far")
     ax.set_xlabel("trial")

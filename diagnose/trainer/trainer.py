@@ -336,8 +336,12 @@ class Trainer:
         finally:
             if run is not None:
                 try:
+                    es = self.early_stopping
+                    restored = (es is not None and completed and es.restore_best_weights
+                                and es.best_weights is not None)
                     run.set_meta(epochs_run=len(rows), stopped_epoch=self.stopped_epoch,
-                                 best_epoch=self.early_stopping.best_epoch if self.early_stopping else None)
+                                 best_epoch=es.best_epoch if es else None,
+                                 restored_epoch=es.best_epoch if restored and es is not None else None)
                 finally:
                     run.close(complete=completed, reason=None if completed else failure)
                     self.watch = None

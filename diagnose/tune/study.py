@@ -92,9 +92,12 @@ def result_of(study: optuna.Study, direction: str, histories: dict[int, pd.DataF
         duration = math.nan
         if t.datetime_complete is not None and t.datetime_start is not None:
             duration = (t.datetime_complete - t.datetime_start).total_seconds()
+        last = max(t.intermediate_values) if t.intermediate_values else None
         rows.append({"number": t.number, **{k: decode(v) for k, v in t.params.items()},
                      "value": t.value if t.value is not None else math.nan, "state": t.state.name,
-                     "duration_s": duration, "prune_reason": t.user_attrs.get("prune_reason")})
+                     "duration_s": duration, "prune_reason": t.user_attrs.get("prune_reason"),
+                     "last_reported": t.intermediate_values[last] if last is not None else math.nan,
+                     "last_reported_step": last if last is not None else math.nan})
     trials = pd.DataFrame(rows)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

@@ -47,6 +47,8 @@ def test_explain_command_on_the_demo_run(demo_run, tmp_path, capsys):
     assert main(["explain", str(run_dir), "--index", "4", "-o", str(page)]) == 0
     out = capsys.readouterr().out
     assert "row 4: predicted" in out and "shipping_cost" in out and "probabilities" in out
+    assert "row 4: predicted 0" not in out and "row 4: predicted 1" not in out  # the class's name
+    assert "completed" in out.split("row 4: predicted", 1)[1].split(",")[0] or "abandoned" in out
     html = page.read_text()
     assert "Predicted" in html and "shipping_cost" in html
     no_external_urls(html)
@@ -179,3 +181,80 @@ def test_a_consistency_section_when_given(tmp_path):
     assert 'id="consistency"' in html and "Not consistent" in html and "direction of the effects" in html
     assert "seed &lt;0&gt;" in html and "<feat>" not in html and "&lt;feat&gt;" in html
     assert html.count("<td>1</td>") >= 3  # the rank agreement's diagonal and the same ranking
+
+
+def test_a_run_killed_mid_training_is_not_called_healthy(tmp_path, capsys):
+    """A process killed (os._exit) after flushing 30 steps: the header counts the recorded steps,
+    the duration is a lower bound, the verdict is not 'healthy', and `diagnose findings` agrees."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import os, torch, diagnose as dg
+        model = dg.mlp(4, [8], 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        run = dg.watch(model, opt, {str(tmp_path / 'run')!r}, every=1)
+        for _ in range(30):
+            opt.zero_grad()
+            loss = model(torch.randn(4, 4)).sum()
+            loss.backward()
+            opt.step()
+            run.log(loss=loss)
+        run.flush()
+        run.writer.flush()  # what a periodic flush would have written before the kill
+        os._exit(9)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=120)
+    html = dg.report(tmp_path / "run", out=tmp_path / "r.html").read_text()
+    assert "30 steps recorded (to the last flush)" in html and "None steps" not in html
+    assert 'class="verdict healthy"' not in html and "at least" in html
+    assert main(["findings", str(tmp_path / "run")]) == 0
+    assert "30 steps recorded" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_headline_shows_the_restored_best_epoch(tmp_path):
+    data = dg.datasets.cart_abandonment(n=1500, seed=0)
+    torch.manual_seed(0)
+    model = dg.mlp(data.n_features, [32], 2)
+    trainer = dg.Trainer(model, "adam", lr=0.05, seed=0, progress=False, run_dir=str(tmp_path / "run"),
+                         early_stopping=dg.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
+    history = trainer.fit(data.train, data.val, epochs=30, batch_size=32)
+    best = trainer.early_stopping.best_epoch
+    assert best < history["epoch"].max()  # it stopped after the best epoch, and restored it
+    kept = trainer.evaluate(data.val)
+    html = dg.report(tmp_path / "run", out=tmp_path / "r.html").read_text()
+    assert f"epoch {best}: the best epoch, whose weights early stopping restored" in html
+    headline = html.split("Metrics of", 1)[1].split("</table>", 1)[0]
+    assert f"<td>{kept['loss']:.4g}</td>" in headline  # what the kept model scores, not the last epoch
+
+
+def test_a_method_that_does_not_add_up_is_not_shown_as_an_equal():
+    """gradient_shap adds up only in expectation: beside integrated gradients it is listed second,
+    labelled incomplete, and the quality table states its gap relative to the output."""
+    from diagnose.report import build
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 2)).eval()
+    x = torch.randn(80, 5)
+    out = build.explanations(model, x, None, None, None, ["gradient_shap", "integrated_gradients"])
+    assert out["methods"] == ["integrated_gradients", "gradient_shap"]
+    assert [i["method"] for i in out["incomplete"]] == ["gradient_shap"]
+    assert out["labels"]["gradient_shap"] == "gradient_shap (incomplete)"
+    gap = next(q["gap"] for q in out["quality"] if q["method"] == "gradient_shap")
+    assert "% of the output difference" in gap
+
+
+def test_the_tuning_plot_draws_pruned_trials_where_they_were_pruned():
+    import pandas as pd
+
+    from diagnose.report import plots
+    nan = float("nan")
+    trials = pd.DataFrame({"number": [0, 1, 2, 3, 4], "value": [1.0, 2.0, nan, nan, 0.5],
+                           "state": ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED", "COMPLETE"],
+                           "last_reported": [0.9, 1.8, 5.0, nan, 0.4]})
+    ax = plots.trial_history(trials, "minimize").axes[0]
+    points = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert points["pruned (its last reported value)"] == [[2.0, 5.0]]  # not the completed trials' median 1.0
+    silent = next(line for line in ax.lines if line.get_label() == "pruned (reported no value)")
+    assert list(silent.get_xdata()) == [3]
+    assert all(float(t).is_integer() for t in ax.get_xticks())

@@ -118,7 +118,9 @@ def test_tune_trainer_prunes_diverging_trials_with_a_reason():
     assert trials.loc[5.0, "state"] == "PRUNED", trials
     assert "non-finite" in trials.loc[5.0, "prune_reason"] or "exploding" in trials.loc[5.0, "prune_reason"]
     assert trials.loc[1e-3, "state"] == "COMPLETE" and result.best_params["lr"] == 1e-3
-    assert list(result.trials.columns) == ["number", "lr", "optimizer", "value", "state", "duration_s", "prune_reason"]
+    assert list(result.trials.columns) == ["number", "lr", "optimizer", "value", "state", "duration_s", "prune_reason",
+                                           "last_reported", "last_reported_step"]
+    assert np.isfinite(trials.loc[1e-3, "last_reported"])  # each epoch's value was reported
 
 
 def test_tune_trainer_with_k_fold_cross_validation(digits):

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,22 +60,47 @@ def save_model(run_dir: str | Path, model: nn.Module) -> list[str]:
     return [MODEL_WEIGHTS, MODEL_SPEC]
 
 
+def scaler_arrays(scaler: Any) -> tuple[list[float], list[float]] | None:
+    """(mean, scale) per feature of a standardisation: a scikit-learn StandardScaler (``mean_``,
+    ``scale_``) or a ``(mean, scale)`` pair; None for None. Reports show raw values from it."""
+    if scaler is None:
+        return None
+    if hasattr(scaler, "mean_") and hasattr(scaler, "scale_"):
+        mean, scale = scaler.mean_, scaler.scale_
+    elif isinstance(scaler, (tuple, list)) and len(scaler) == 2:
+        mean, scale = scaler
+    else:
+        raise TypeError("feature_scaler: expected a fitted sklearn StandardScaler or a (mean, scale) pair, got "
+                        f"{type(scaler).__name__}")
+    mean_list = [float(v) for v in np.asarray(mean, dtype=float).reshape(-1)]
+    scale_list = [float(v) for v in np.asarray(scale, dtype=float).reshape(-1)]
+    if len(mean_list) != len(scale_list):
+        raise ValueError(f"feature_scaler: {len(mean_list)} means but {len(scale_list)} scales")
+    return mean_list, scale_list
+
+
 def save_sample(run_dir: str | Path, X: Any, y: Any = None, feature_names: list[str] | None = None,
-                class_names: list[str] | None = None, rows: int = SAMPLE_ROWS) -> list[str]:
-    """Write up to ``rows`` rows of inputs (and targets) with their names; returns the file names."""
+                class_names: list[str] | None = None, rows: int = SAMPLE_ROWS,
+                feature_scaler: Any = None) -> list[str]:
+    """Write up to ``rows`` rows of inputs (and targets) with their names (and the standardisation
+    that produced them, so reports can show raw values); returns the file names."""
     run_dir = Path(run_dir)
     data = {"X": torch.as_tensor(X)[:rows].detach().cpu()}
     if y is not None:
         data["y"] = torch.as_tensor(y)[:rows].detach().cpu()
     _write_atomic(run_dir / SAMPLE_DATA, lambda p: torch.save(data, p))
-    names = {"feature_names": list(map(str, feature_names)) if feature_names is not None else None,
-             "class_names": list(map(str, class_names)) if class_names is not None else None}
+    names: dict[str, Any] = {
+        "feature_names": list(map(str, feature_names)) if feature_names is not None else None,
+        "class_names": list(map(str, class_names)) if class_names is not None else None}
+    scaled = scaler_arrays(feature_scaler)
+    if scaled is not None:
+        names["feature_mean"], names["feature_scale"] = scaled
     _write_atomic(run_dir / SAMPLE_NAMES, lambda p: p.write_text(json.dumps(names, indent=2)))
     return [SAMPLE_DATA, SAMPLE_NAMES]
 
 
 def save_with_run(run_dir: str | Path, model: nn.Module | None, sample: Any, feature_names: Any = None,
-                  class_names: Any = None) -> tuple[list[str], dict[str, str]]:
+                  class_names: Any = None, feature_scaler: Any = None) -> tuple[list[str], dict[str, str]]:
     """Save the model (if given) and the sample (inputs, or an ``(X, y)`` pair; if given) into a
     run directory. Returns the files written and, per artifact that could not be saved (a full
     disk), the error: saving costs that file, never the training. Logs a warning per failure."""
@@ -83,7 +109,8 @@ def save_with_run(run_dir: str | Path, model: nn.Module | None, sample: Any, fea
         saves.append(("model", lambda: save_model(run_dir, model)))
     if sample is not None:
         X, y = sample if isinstance(sample, (tuple, list)) else (sample, None)
-        saves.append(("sample", lambda: save_sample(run_dir, X, y, feature_names, class_names)))
+        saves.append(("sample", lambda: save_sample(run_dir, X, y, feature_names, class_names,
+                                                    feature_scaler=feature_scaler)))
     files: list[str] = []
     errors: dict[str, str] = {}
     for what, save in saves:
@@ -211,4 +238,8 @@ def load_sample(run_dir: str | Path) -> dict[str, Any] | None:
         value = names.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise RunFileError(f"{run_dir / SAMPLE_NAMES}: {key} must be a list of strings or null")
-    return {"X": X, "y": y, "feature_names": names.get("feature_names"), "class_names": names.get("class_names")}
+    scaler = None
+    if isinstance(names.get("feature_mean"), list) and isinstance(names.get("feature_scale"), list):
+        scaler = (names["feature_mean"], names["feature_scale"])
+    return {"X": X, "y": y, "feature_names": names.get("feature_names"), "class_names": names.get("class_names"),
+            "feature_scaler": scaler}

@@ -103,6 +103,8 @@ class Watch:
             ``diagnose report``/``diagnose explain`` can explain it from the run directory.
         sample: inputs, or an ``(X, y)`` pair, to keep with the run (up to 1000 rows).
         feature_names / class_names: names saved with the sample.
+        feature_scaler: the standardisation of the sample's features (a fitted StandardScaler or a
+            (mean, scale) pair), saved so that reports show raw values.
         observe_noops: also record modules that return their input (``nn.Identity``,
             ``Dropout(p=0)``), left out by default.
     """
@@ -115,7 +117,7 @@ class Watch:
         parameter_statistics: Sequence[ParameterStatistic] | None = None, track_nonfinite: bool = True,
         meta: dict[str, Any] | None = None, save_model: bool = False, sample: Any = None,
         feature_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
-        observe_noops: bool = False,
+        observe_noops: bool = False, feature_scaler: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -134,6 +136,7 @@ class Watch:
         self.model, self.optimizer = model, optimizer
         self.save_model, self.sample = save_model, sample
         self.feature_names, self.class_names = feature_names, class_names
+        self.feature_scaler = artifacts.scaler_arrays(feature_scaler)  # checked now, not at the first save
         self.layers = LayerParams(model)
         self.output_statistics = list(default_output_statistics() if output_statistics is None else output_statistics)
         self.parameter_statistics = list(default_parameter_statistics() if parameter_statistics is None
@@ -465,7 +468,8 @@ class Watch:
     def _save_artifacts(self) -> None:
         if self.save_model or self.sample is not None:
             files, errors = artifacts.save_with_run(self.run_dir, self.model if self.save_model else None,
-                                                    self.sample, self.feature_names, self.class_names)
+                                                    self.sample, self.feature_names, self.class_names,
+                                                    self.feature_scaler)
             self._errors.update(errors)
             self.writer.set_meta(saved_model=artifacts.MODEL_WEIGHTS in files,
                                  saved_sample=artifacts.SAMPLE_DATA in files, files=files, errors=self._errors)

@@ -27,7 +27,7 @@ _ENV = jinja2.Environment(loader=jinja2.PackageLoader("diagnose", "report/templa
 
 
 def _inputs(run: Run, model: nn.Module | None, data: Any, labels: Any, feature_names: Any,
-            class_names: Any) -> tuple[nn.Module | None, Any, Any, Any, Any, list[str]]:
+            class_names: Any, scaler: Any = None) -> tuple[nn.Module | None, Any, Any, Any, Any, list[str], Any]:
     """Model and data for the explanations: given, or saved with the run; and what is missing."""
     missing = []
     try:
@@ -42,14 +42,15 @@ def _inputs(run: Run, model: nn.Module | None, data: Any, labels: Any, feature_n
             missing.append(f"The model saved with the run cannot be rebuilt: {err}")
     if data is None and sample is not None:
         data, labels = sample["X"], sample["y"] if labels is None else labels
+        scaler = scaler if scaler is not None else sample.get("feature_scaler")
     if sample is not None:
         feature_names = feature_names or sample["feature_names"]
         class_names = class_names or sample["class_names"]
     if model is None or data is None:
         missing.append("No model and data were given or saved with the run, so there are no explanations "
                        "(pass model= and data=, or record with save_model=True).")
-        return None, None, None, feature_names, class_names, missing
-    return model, data, labels, feature_names, class_names, missing
+        return None, None, None, feature_names, class_names, missing, None
+    return model, data, labels, feature_names, class_names, missing, scaler
 
 
 def _version() -> str:
@@ -60,7 +61,8 @@ def _version() -> str:
 def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None, feature_names: Any = None,
            class_names: Any = None, out: str | Path | None = None, labels: Any = None,
            methods: list[str] | None = None, tuning: Any = None, forward_kwargs: dict[str, Any] | None = None,
-           tokens: Any = None, consistency: Any = None, preflight: Any = None) -> Path:
+           tokens: Any = None, consistency: Any = None, preflight: Any = None,
+           feature_scaler: Any = None) -> Path:
     """Write the HTML report of a recorded run; returns its path.
 
     Args:
@@ -75,6 +77,8 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
             row; the token strings or tokenizer): single predictions are then shown as highlighted text.
         consistency: a ``dg.explanation_consistency`` result to add as a section (retrained models'
             explanations compared).
+        feature_scaler: how ``data``'s features were standardised (a fitted StandardScaler or a
+            (mean, scale) pair; default: saved with the run): single predictions show raw values.
         preflight: a ``dg.preflight`` result to show first (default: the one saved in ``run_dir``
             by ``dg.preflight(..., run_dir=)``, if any).
     """
@@ -83,8 +87,8 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
         from diagnose.preflight import load as load_preflight
         preflight = load_preflight(run_dir)
     out = Path(out) if out is not None else Path("reports") / f"{Path(run_dir).resolve().name}.html"
-    model, data, labels, feature_names, class_names, missing = _inputs(run, model, data, labels, feature_names,
-                                                                       class_names)
+    model, data, labels, feature_names, class_names, missing, scaler = _inputs(
+        run, model, data, labels, feature_names, class_names, feature_scaler)
     recorded = RunData.from_run(run)  # read once: findings, summary and curves share it
     summary = build.summary(run, recorded)
     training = build.training(run, recorded)
@@ -95,7 +99,7 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
     if model is not None:
         with torch.random.fork_rng():
             explanations = build.explanations(model, data, labels, feature_names, class_names, methods,
-                                              forward_kwargs, tokens)
+                                              forward_kwargs, tokens, scaler)
     html = _ENV.get_template("report.html.j2").render(
         title=f"diagnose report: {Path(run_dir).resolve().name}", run_dir=str(run_dir), summary=summary,
         training=training, explanations=explanations, missing=missing + training["missing"],
@@ -113,7 +117,7 @@ def prediction_page(run_dir: str | Path, index: int, out: str | Path | None = No
                     method: str | None = None) -> tuple[Path, Any]:
     """Explain one saved row of a run: write a single-prediction HTML page; returns (path, LocalExplanation)."""
     run = load_run(run_dir)
-    model, data, labels, feature_names, class_names, missing = _inputs(run, model, None, None, None, None)
+    model, data, labels, feature_names, class_names, missing, scaler = _inputs(run, model, None, None, None, None)
     if model is None:
         raise ValueError("run_dir: " + " ".join(missing))
     x = torch.as_tensor(data)
@@ -133,8 +137,8 @@ def prediction_page(run_dir: str | Path, index: int, out: str | Path | None = No
         probabilities=([(label(k), f"{p:.3f}") for k, p in enumerate(local.probabilities)]
                        if local.probabilities is not None else []),
         output=f"{local.output:.4g}", base=f"{local.base_value:.4g}", output_kind=local.output_kind,
-        contributions=[{"feature": r.feature, "value": f"{r.value:.4g}", "attribution": f"{r.attribution:+.4g}"}
-                       for r in local.contributions.head(20).itertuples()],
+        contributions=build.contribution_rows(local, feature_names, scaler, 20),
+        raw=scaler is not None,
         plot=None if x.ndim == 4 or local.tokens is not None
         else build.plots.data_uri(build.plots.contributions(local.contributions)),
         tokens=build.highlighted(local) if local.tokens is not None else None,

@@ -219,7 +219,8 @@ def default_methods(model: nn.Module, x: torch.Tensor) -> list[str]:
 
 def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str] | None,
                  class_names: list[str] | None, methods: list[str] | None,
-                 forward_kwargs: dict[str, Any] | None = None, tokens: Any = None) -> dict[str, Any]:
+                 forward_kwargs: dict[str, Any] | None = None, tokens: Any = None,
+                 scaler: Any = None) -> dict[str, Any]:
     """Global importance from several methods with their agreement, a beeswarm, local cases,
     image maps, highlighted text for token inputs, and the quality checks."""
     x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
@@ -247,7 +248,7 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
     importance = cmp.importance.sort_values(methods[0], ascending=False).reset_index(drop=True)
     out: dict[str, Any] = {
         "methods": methods, "rows": len(x), "output_kind": first.output_kind, "image": image,
-        "explained": first.explained,
+        "explained": first.explained, "raw": scaler is not None and not text and not image,
         "incomplete": [{"method": m, "gap": f"{100 * g:.1f} %"} for m, g in incomplete.items()],
         "labels": {m: m + (" (incomplete)" if m in incomplete else "") for m in methods},
         "importance_plot": plots.data_uri(plots.importance_bars(importance, methods)) if not image else None,
@@ -299,9 +300,7 @@ def explanations(model: nn.Module, X: Any, labels: Any, feature_names: list[str]
             "name": name, "index": i, "prediction": label(int(local.prediction)) if first.probabilities is not None
             else _fmt(float(local.prediction)), "truth": label(y[i]) if y is not None else "-",
             "probabilities": probabilities, "output": _fmt(local.output), "base": _fmt(local.base_value),
-            "contributions": [{"feature": r.feature, "value": _fmt(float(r.value)),
-                               "attribution": _fmt(float(r.attribution))}
-                              for r in local.contributions.head(8).itertuples()],
+            "contributions": contribution_rows(local, first.feature_names, None if text or image else scaler, 8),
             "plot": None if image or text else plots.data_uri(plots.contributions(local.contributions)),
             "tokens": highlighted(local, token_scale) if text else None,
         })
@@ -335,6 +334,22 @@ def _n_classes(model: nn.Module, x: torch.Tensor, forward_kwargs: dict[str, Any]
             return int(select_output(model(inputs, **kwargs), None).reshape(len(inputs), -1).shape[1])
         except Exception:  # noqa: BLE001 - the explain call below reports what is wrong with the model
             return 1
+
+
+def contribution_rows(local: Any, feature_names: list[str] | None, scaler: Any, top: int) -> list[dict[str, str]]:
+    """A single prediction's top contributions for a table: the value in raw units when the
+    standardisation is known (the standardised one beside it), else as the model saw it."""
+    from diagnose.monitor.artifacts import scaler_arrays
+    arrays = scaler_arrays(scaler) if scaler is not None else None
+    index = {name: i for i, name in enumerate(feature_names or [])}
+    rows = []
+    for r in local.contributions.head(top).itertuples():
+        value = _fmt(float(r.value))
+        j = index.get(r.feature)
+        if arrays is not None and j is not None and j < len(arrays[0]):
+            value = f"{_fmt(float(r.value) * arrays[1][j] + arrays[0][j])} ({value})"
+        rows.append({"feature": str(r.feature), "value": value, "attribution": _fmt(float(r.attribution))})
+    return rows
 
 
 def _completeness(quality: dict[str, Any]) -> dict[str, Any]:

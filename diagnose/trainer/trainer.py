@@ -78,6 +78,8 @@ class Trainer:
         save_model: save the trained model and a sample of the validation (else training) data
             with the run, so ``diagnose report``/``explain`` work from ``run_dir`` alone.
         feature_names, class_names: saved with the sample, shown in reports.
+        feature_scaler: how the features were standardised (a fitted StandardScaler, or a
+            (mean, scale) pair), saved with the sample: reports show raw values.
         device: move the model there; None uses the device of the model's parameters.
         seed: seeds torch's RNG and the shuffling at the start of ``fit``.
         progress: show a tqdm progress bar over epochs.
@@ -106,6 +108,7 @@ class Trainer:
         save_model: bool = False,
         feature_names: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
+        feature_scaler: Any = None,
         device: str | torch.device | None = None,
         seed: int | None = None,
         progress: bool = True,
@@ -142,6 +145,7 @@ class Trainer:
         self.diagnostics_every = diagnostics_every
         self.save_model = save_model
         self.feature_names, self.class_names = feature_names, class_names
+        self.feature_scaler = feature_scaler
         self.seed = seed
         self.progress = progress
         self.step = 0  # optimizer steps taken so far, over all calls to fit
@@ -298,7 +302,8 @@ class Trainer:
             run = watch(self.model, self.optimizer, self.run_dir, every=self.diagnostics_every,
                         meta={**self._run_meta(epochs, bs, n_train), **self.run_meta},
                         overwrite=self.overwrite, save_model=self.save_model,
-                        sample=sample, feature_names=self.feature_names, class_names=self.class_names)
+                        sample=sample, feature_names=self.feature_names, class_names=self.class_names,
+                        feature_scaler=self.feature_scaler)
             self.watch = run
         rows: list[dict[str, float]] = []
         self.stopped_epoch = None

@@ -258,3 +258,25 @@ def test_the_tuning_plot_draws_pruned_trials_where_they_were_pruned():
     silent = next(line for line in ax.lines if line.get_label() == "pruned (reported no value)")
     assert list(silent.get_xdata()) == [3]
     assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_single_predictions_show_raw_feature_values(tmp_path):
+    """The Trainer saves the standardisation with the sample; reports show each value in the
+    data's own units (x * scale + mean), the standardised one beside it."""
+    data = dg.datasets.cart_abandonment(n=600, seed=0)
+    torch.manual_seed(0)
+    model = dg.mlp(data.n_features, [16], 2)
+    dg.Trainer(model, "adam", seed=0, progress=False, run_dir=str(tmp_path / "run"), save_model=True,
+               feature_names=data.feature_names, class_names=data.class_names,
+               feature_scaler=data.scaler).fit(data.train, data.val, epochs=1, batch_size=64)
+    from diagnose.report import prediction_page
+    page, local = prediction_page(tmp_path / "run", 3, out=tmp_path / "p.html")
+    html = page.read_text()
+    top = local.contributions.iloc[0]
+    j = data.feature_names.index(top["feature"])
+    raw = float(top["value"]) * data.scaler.scale_[j] + data.scaler.mean_[j]
+    assert f"<td>{raw:.4g} ({float(top['value']):.4g})</td>" in html and "value (standardised)" in html
+    report = dg.report(tmp_path / "run", out=tmp_path / "r.html").read_text()
+    assert "value (standardised)" in report
+    with pytest.raises(TypeError, match="feature_scaler: expected a fitted sklearn StandardScaler"):
+        dg.watch(dg.mlp(4, [4], 2), None, tmp_path / "other", feature_scaler="zscore")

@@ -132,6 +132,7 @@ def summary(run: Run, data: RunData) -> dict[str, Any]:
 
 
 SPARK_POINTS = 60  # points of a per-layer trend line
+SPARK_NAMES = {"grad_norm": "gradient norm", "act_std": "activation std"}
 
 
 def training(run: Run, data: RunData) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
     are averaged inside the store, the table reads each layer's last values."""
     scalars = data.scalars
     out: dict[str, Any] = {"missing": [], "curves": None, "lr": None, "recorded_steps": 0, "downsampled": False,
-                           "heatmaps": [], "layers": [], "columns": []}
+                           "heatmaps": [], "layers": [], "columns": [], "ratio_lines": None}
     epochs = scalars.dropna(subset=["epoch"]) if "epoch" in scalars else pd.DataFrame()
     steps = data.loss if "loss" in scalars else None
     if len(epochs) or (steps is not None and len(steps)):
@@ -150,7 +151,9 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
         out["missing"].append("No validation loss was logged: overfitting cannot be judged.")
     if "lr" in scalars and scalars["lr"].notna().any():
         out["lr"] = _fmt(float(scalars["lr"].dropna().iloc[-1]))
-    order = data.layer_order
+    # layers in the order the forward pass runs them (recording order groups them by kind)
+    forward = [name for name in data.meta.get("forward_order") or [] if name in set(data.layer_order)]
+    order = forward + [name for name in data.layer_order if name not in set(forward)]
     if not order:
         out["missing"].append("No per-layer statistics were recorded.")
         return out
@@ -163,8 +166,11 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
         if table is None or not np.isfinite(table.to_numpy(dtype=float)).any():
             out["heatmaps"].append({"title": title, "uri": None, "note": f"{title}: not recorded for any layer"})
             continue
-        out["heatmaps"].append({"title": title, "uri": plots.data_uri(plots.heatmap(table, title, log, width)),
-                                "note": None})
+        out["heatmaps"].append({"title": title, "note": None, "uri": plots.data_uri(
+            plots.heatmap(table, title, log, width, fraction=column.endswith("_frac")))})
+    ratio = tables.get("update_ratio")
+    out["ratio_lines"] = (plots.data_uri(plots.update_ratio_lines(ratio, width))
+                          if ratio is not None and np.isfinite(ratio.to_numpy(dtype=float)).any() else None)
     last = run.last_layer_values(LAYER_STAT_COLUMNS)
     for layer in order:
         spark_column = "grad_norm" if layer in tables.get("grad_norm", ()) else "act_std"
@@ -173,7 +179,7 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
         series = plots.downsample(series.to_frame(spark_column), SPARK_POINTS)[0][spark_column].tolist()
         out["layers"].append({
             "name": layer, "values": {c: _fmt(float(last.loc[layer, c])) for c in LAYER_STAT_COLUMNS if c in last},
-            "spark": plots.sparkline(series), "spark_of": spark_column})
+            "spark": plots.sparkline(series), "spark_of": SPARK_NAMES.get(spark_column, spark_column)})
     out["columns"] = [c for c in LAYER_STAT_COLUMNS if c in last]
     return out
 

@@ -75,9 +75,11 @@ def curves(epochs: pd.DataFrame, steps: pd.Series | None) -> Figure:
     return fig
 
 
-def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1) -> Figure:
-    """A layer x step heatmap of one statistic (log colour scale for norms and ratios);
-    ``binned_by``: recorded steps per column when the table was binned already (by the store)."""
+def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1, fraction: bool = False) -> Figure:
+    """A layer x step heatmap of one statistic (log colour scale for norms and ratios; a fraction
+    on its whole range [0, 1], so all-zero data reads as 0, not as a band around it);
+    ``binned_by``: recorded steps per column when the table was binned already (by the store).
+    The title is the page's heading, not repeated in the image."""
     binned, width = downsample(table)
     width = max(width, binned_by)
     values = binned.T.to_numpy(dtype=float)
@@ -89,15 +91,43 @@ def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1) -> F
     if log and len(positive):
         norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-12), vmax=positive.max())
         values = np.where(values > 0, values, np.nan)
+    elif fraction:
+        norm = Normalize(vmin=0.0, vmax=1.0)
     else:
-        norm = Normalize(vmin=finite.min() if len(finite) else 0, vmax=finite.max() if len(finite) else 1)
+        low = float(finite.min()) if len(finite) else 0.0
+        high = float(finite.max()) if len(finite) else 1.0
+        norm = Normalize(vmin=low, vmax=high if high > low else low + max(abs(low), 1.0))
     steps = binned.index.to_numpy()
     image = ax.imshow(values, aspect="auto", interpolation="nearest", norm=norm, cmap="viridis",
                       extent=(steps[0] - 0.5, steps[-1] + 0.5, len(binned.columns) - 0.5, -0.5))
     ax.set_yticks(range(len(binned.columns)), labels=[str(c) for c in binned.columns], fontsize=8)
     ax.set_xlabel("step" + (f" (mean over bins of {width} recorded steps)" if width > 1 else ""))
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.025)
+    bar = fig.colorbar(image, ax=ax, fraction=0.025)
+    bar.set_label(title, fontsize=8)
+    return fig
+
+
+# Karpathy's rule of thumb for the update / weight ratio: around 1e-3 per step; a decade either
+# side is the band drawn as healthy.
+HEALTHY_UPDATE_RATIO = (1e-4, 1e-2)
+
+
+def update_ratio_lines(table: pd.DataFrame, binned_by: int = 1) -> Figure:
+    """Each layer's update / weight ratio over the steps (log scale) against the healthy band."""
+    binned, width = downsample(table)
+    width = max(width, binned_by)
+    fig = Figure(figsize=(8.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.axhspan(*HEALTHY_UPDATE_RATIO, color="C2", alpha=0.12, label="healthy band (1e-4 to 1e-2)")
+    for i, layer in enumerate(binned.columns):
+        series = binned[layer].where(binned[layer] > 0).dropna()
+        if len(series):
+            ax.plot(series.index, series.to_numpy(), lw=1.2, color=f"C{i % 10}", label=str(layer))
+    ax.set_yscale("log")
+    ax.set_xlabel("step" + (f" (mean over bins of {width} recorded steps)" if width > 1 else ""))
+    ax.set_ylabel("update / weight ratio")
+    ax.legend(fontsize=7, ncol=3, loc="best")
+    ax.grid(alpha=0.3)
     return fig
 
 

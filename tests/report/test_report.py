@@ -280,3 +280,28 @@ def test_single_predictions_show_raw_feature_values(tmp_path):
     assert "value (standardised)" in report
     with pytest.raises(TypeError, match="feature_scaler: expected a fitted sklearn StandardScaler"):
         dg.watch(dg.mlp(4, [4], 2), None, tmp_path / "other", feature_scaler="zscore")
+
+
+def test_heatmaps_in_forward_order_with_honest_colour_ranges(tmp_path):
+    import re
+
+    import pandas as pd
+
+    from diagnose.report import build, plots
+    zeros = pd.DataFrame(0.0, index=range(10), columns=["fc1", "act1"])
+    fig = plots.heatmap(zeros, "dead-unit fraction", False, fraction=True)
+    image = fig.axes[0].images[0]
+    assert (image.norm.vmin, image.norm.vmax) == (0.0, 1.0)  # not a -0.1..0.1 band around 0
+    assert fig.axes[0].get_title() == ""  # the page's heading is the title
+    constant = plots.heatmap(zeros + 2.0, "activation std", False).axes[0].images[0]
+    assert constant.norm.vmin == 2.0 and constant.norm.vmax > 2.0
+    model = dg.mlp(4, [8, 8], 2, batch_norm=True)
+    run_dir = watched(tmp_path / "run", model, steps=12)
+    html = dg.report(run_dir, out=tmp_path / "r.html").read_text()
+    table = html.split("Latest values per layer", 1)[1].split("</table>", 1)[0]
+    shown = re.findall(r"<tr><td><code>([^<]+)</code>", table)
+    assert shown == dg.load_run(run_dir).meta["forward_order"]  # fc1, bn1, act1, fc2, ... not grouped by kind
+    assert "Update / weight ratio per layer" in html and "gradient norm</span>" in table
+    from diagnose.findings import RunData
+    run = dg.load_run(run_dir)
+    assert build.training(run, RunData.from_run(run))["ratio_lines"] is not None

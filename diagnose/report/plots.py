@@ -16,10 +16,24 @@ from matplotlib.figure import Figure
 MAX_POINTS = 400
 
 
+# The smallest text in any plot, in points (at 90 dpi, 8 pt is 10 px at the image's natural size).
+MIN_FONT_PT = 8.0
+
+
+def min_font_px(fig: Figure, dpi: int) -> float:
+    """The smallest visible text of a figure in pixels at its natural size (stored in the PNG's
+    metadata; the browser test scales it by the displayed width)."""
+    from matplotlib.text import Text
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return float(min(sizes)) * dpi / 72 if sizes else float("inf")
+
+
 def data_uri(fig: Figure, dpi: int = 90) -> str:
-    """The figure as an inline ``data:image/png;base64,...`` URI."""
+    """The figure as an inline ``data:image/png;base64,...`` URI (its smallest text size in the
+    PNG's metadata as ``min-font-px``)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.draw_without_rendering()  # lays out the texts (tick labels exist only after a draw)
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"min-font-px": f"{min_font_px(fig, dpi):.2f}"})
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -126,7 +140,7 @@ def update_ratio_lines(table: pd.DataFrame, binned_by: int = 1) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("step" + (f" (mean over bins of {width} recorded steps)" if width > 1 else ""))
     ax.set_ylabel("update / weight ratio")
-    ax.legend(fontsize=7, ncol=3, loc="best")
+    ax.legend(fontsize=8, ncol=3, loc="best")
     ax.grid(alpha=0.3)
     return fig
 

@@ -160,11 +160,36 @@ def test_the_report_renders_in_headless_chromium(demo_run):
             page.wait_for_load_state("load")
             images = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
             page.screenshot(path=str(artifacts / "test-report-screenshot.png"))
+            layouts = {}
+            for width in (390, 1400):  # a phone and a desktop
+                page.set_viewport_size({"width": width, "height": 900})
+                page.wait_for_timeout(100)
+                layouts[width] = page.evaluate("""() => ({
+                    page: document.documentElement.scrollWidth,
+                    boxes: Array.from(document.querySelectorAll('main table, main .fig, main .case, main p'))
+                        .filter(e => e.getBoundingClientRect().right
+                                     > e.parentElement.getBoundingClientRect().right + 1)
+                        .map(e => e.tagName + '.' + e.className),
+                    images: Array.from(document.images).map(i => [i.naturalWidth, i.getBoundingClientRect().width]),
+                })""")
         finally:
             browser.close()
     assert errors == []
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert len(images) >= 8 and all(w > 0 for w in images)  # every embedded image decoded
+    for width, layout in layouts.items():
+        assert layout["page"] <= width, (width, layout["page"])  # no horizontal scrolling of the page
+        assert layout["boxes"] == [], (width, layout["boxes"])  # nothing sticks out of its box
+    # every plot's smallest text, as displayed at 1400 px: at least 9 px
+    import base64
+    import io
+
+    from PIL import Image
+    sources = re.findall(r'<img src="data:image/png;base64,([^"]+)"', Path(out).read_text())
+    assert len(sources) == len(layouts[1400]["images"])
+    for source, (natural, shown) in zip(sources, layouts[1400]["images"], strict=True):
+        smallest = float(Image.open(io.BytesIO(base64.b64decode(source))).info["min-font-px"])
+        assert smallest * shown / natural >= 9.0, (smallest, natural, shown)
 
 
 def test_a_consistency_section_when_given(tmp_path):

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark in this folder, each printing its ratios."""
 
-from benchmarks import explain, explain_tokens, long_run, overhead, preflight, report, trainer_overhead
+from benchmarks import compare, explain, explain_tokens, long_run, overhead, preflight, report, trainer_overhead
 
 if __name__ == "__main__":
     overhead.main([])
@@ -8,5 +8,6 @@ if __name__ == "__main__":
     explain.main([])
     explain_tokens.main([])
     report.main([])
+    compare.main([])
     preflight.main([])
     long_run.main([])

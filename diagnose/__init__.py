@@ -36,11 +36,12 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
     "Watch": ("diagnose.monitor.watch", "Watch"),
     "watch": ("diagnose.monitor.watch", "watch"),
     "report": ("diagnose.report", "report"),
+    "compare": ("diagnose.report.compare", "compare"),
     "preflight": ("diagnose.preflight", "preflight"),
     "Preflight": ("diagnose.preflight", "Preflight"),
     "Callback": ("diagnose.trainer.callbacks", "Callback"),
     "Comparison": ("diagnose.trainer.compare", "Comparison"),
-    "compare_optimizers": ("diagnose.trainer.compare", "compare_optimizers"),
+    "compare_optimizers": ("diagnose.report.compare", "compare_optimizers"),
     "CrossValidation": ("diagnose.trainer.cross_validation", "CrossValidation"),
     "cross_validate": ("diagnose.trainer.cross_validation", "cross_validate"),
     "EarlyStopping": ("diagnose.trainer.early_stopping", "EarlyStopping"),
@@ -61,7 +62,7 @@ _PUBLIC: dict[str, tuple[str, str | None]] = {
 __all__ = [  # the keys of _PUBLIC (a test checks they agree), written out for tools that read it
     "Callback", "Comparison", "CrossValidation", "EarlyStopping", "Entropy", "Explanation",
     "ExplanationConsistency", "Finding", "GaussianNoise", "L1", "L2", "LocalExplanation", "Regularizer", "Run",
-    "Trainer", "TuneResult", "Watch", "__version__", "cnn", "compare_methods", "compare_optimizers",
+    "Trainer", "TuneResult", "Watch", "__version__", "cnn", "compare", "compare_methods", "compare_optimizers",
     "cross_validate", "datasets", "explain", "explain_prediction", "explanation_consistency", "findings",
     "list_explain_methods", "list_finding_rules", "list_losses", "list_optimizers", "list_statistics",
     "list_strategies", "load_run", "log_uniform", "mlp", "Preflight", "preflight", "report", "tune", "tune_trainer",
@@ -113,8 +114,9 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from diagnose.monitor.watch import Watch, watch
     from diagnose.preflight import Preflight, preflight
     from diagnose.report import report
+    from diagnose.report.compare import compare, compare_optimizers
     from diagnose.trainer.callbacks import Callback
-    from diagnose.trainer.compare import Comparison, compare_optimizers
+    from diagnose.trainer.compare import Comparison
     from diagnose.trainer.cross_validation import CrossValidation, cross_validate
     from diagnose.trainer.early_stopping import EarlyStopping
     from diagnose.trainer.losses import list_losses

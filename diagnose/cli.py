@@ -169,6 +169,13 @@ def _preflight(args: argparse.Namespace) -> int:
     return 1 if any(f.severity == "critical" for f in result) else 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from diagnose.report.compare import compare
+    out = compare(args.run_dirs, out=args.output)
+    print(f"comparison of {len(args.run_dirs)} runs written to {out}")
+    return 0
+
+
 def _findings(args: argparse.Namespace) -> int:
     from diagnose.findings import evaluate
     from diagnose.monitor.run import load_run
@@ -317,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--study", default=None, help="the study name shared by the workers")
     tune.add_argument("--trials", type=int, default=None, help="trials for this worker (default: the config's)")
     tune.set_defaults(func=_tune)
+    cmp = sub.add_parser("compare", help="write one HTML page comparing recorded runs",
+                         description="Compare two or more run directories on one self-contained page: curves "
+                                     "overlaid, final and best metrics, the configuration that differs, each run's "
+                                     "findings, and the statistics of the layers they share.")
+    cmp.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="two or more run directories")
+    cmp.add_argument("-o", "--output", default=None, help="the HTML file (default: reports/compare.html)")
+    cmp.set_defaults(func=_compare)
     pre = sub.add_parser("preflight", help="check a model and its data before training (seconds)",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Run the checks an expert runs before a long training: loss at "

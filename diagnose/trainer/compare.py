@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -20,10 +21,19 @@ OptimizerChoice = str | tuple[str, Mapping[str, Any]]
 
 
 class Comparison(NamedTuple):
-    """``curves``: one row per (optimizer, epoch); ``figure``: the loss (and accuracy) curves."""
+    """``curves``: one row per (optimizer, epoch); ``figure``: the loss (and accuracy) curves.
+    With ``run_dir=``, ``run_dirs`` holds each optimizer's recorded run (by label) and ``page`` the
+    comparison page ``dg.compare_optimizers`` wrote from them (unpacking still gives two items)."""
 
     curves: pd.DataFrame
     figure: Figure
+
+
+class RecordedComparison(Comparison):
+    """A Comparison whose runs were recorded: ``run_dirs`` (label -> directory) and ``page``."""
+
+    run_dirs: dict[str, str]
+    page: Any
 
 
 def _label(choice: OptimizerChoice) -> tuple[str, str, dict[str, Any]]:
@@ -44,6 +54,7 @@ def compare_optimizers(
     epochs: int = 10,
     batch_size: int | None = None,
     seed: int = 0,
+    run_dir: str | Path | None = None,
     **trainer_kwargs: Any,
 ) -> Comparison:
     """Train ``model_fn()`` once per optimizer, from identical initial weights, data order and seed.
@@ -53,6 +64,8 @@ def compare_optimizers(
             starts from the same weights.
         optimizers: names (``"adam"``) or ``(name, kwargs)`` pairs (``("momentum", {"lr": 0.05})``).
         batch_size: for mini-batch optimizers (``gd`` and ``sgd`` fix their own batching).
+        run_dir: record each optimizer's run in a sub-directory named by its label (diagnostics
+            included), so the runs can be compared on one page (``dg.compare``).
         trainer_kwargs: passed to every ``dg.Trainer`` (loss, regularizers, ...).
 
     Returns:
@@ -66,13 +79,19 @@ def compare_optimizers(
     if len(set(labels)) != len(labels):
         raise ValueError(f"optimizers: duplicate entries {labels}")
     trainer_kwargs.setdefault("progress", False)
+    if "run_dir" in trainer_kwargs:
+        raise TypeError("run_dir: pass it to compare_optimizers itself; each optimizer gets a sub-directory")
     frames = []
+    run_dirs: dict[str, str] = {}
     for label, name, kwargs in choices:
         spec = resolve_optimizer(name)
         torch.manual_seed(seed)
         model = model_fn()
         lr = kwargs.pop("lr", None)
-        trainer = Trainer(model, name, lr=lr, optimizer_kwargs=kwargs, seed=seed, **trainer_kwargs)
+        if run_dir is not None:
+            run_dirs[label] = str(Path(run_dir) / "".join(c if c.isalnum() or c in "-_." else "_" for c in label))
+        trainer = Trainer(model, name, lr=lr, optimizer_kwargs=kwargs, seed=seed, run_dir=run_dirs.get(label),
+                          **trainer_kwargs)
         clock = _EpochClock()
         trainer.callbacks.append(clock)
         clock.start = time.perf_counter()
@@ -83,7 +102,11 @@ def compare_optimizers(
         history["seconds"] = clock.seconds
         frames.append(history)
     curves = pd.concat(frames, ignore_index=True)
-    return Comparison(curves, plot_curves(curves))
+    if run_dir is None:
+        return Comparison(curves, plot_curves(curves))
+    result = RecordedComparison(curves, plot_curves(curves))
+    result.run_dirs, result.page = run_dirs, None
+    return result
 
 
 class _EpochClock(Callback):

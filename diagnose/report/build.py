@@ -19,7 +19,7 @@ from diagnose.findings import RunData, evaluate
 from diagnose.monitor.run import Run
 from diagnose.monitor.statistics import statistic_plots
 from diagnose.monitor.store import LAYER_STAT_COLUMNS
-from diagnose.report import plots
+from diagnose.report import plots, svg
 
 EXPLAIN_ROWS = 500      # rows explained for the global view
 LOCAL_CASES = 4         # rows shown one by one
@@ -144,7 +144,7 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
     epochs = scalars.dropna(subset=["epoch"]) if "epoch" in scalars else pd.DataFrame()
     steps = data.loss if "loss" in scalars else None
     if len(epochs) or (steps is not None and len(steps)):
-        out["curves"] = plots.data_uri(plots.curves(epochs, steps))
+        out["curves"] = svg.training_curves(epochs, steps)
     else:
         out["missing"].append("No loss or epoch metrics were logged (run.log(loss=...)), so there are no curves.")
     if "val_loss" not in scalars:
@@ -169,7 +169,7 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
         out["heatmaps"].append({"title": title, "note": None, "uri": plots.data_uri(
             plots.heatmap(table, title, log, width, fraction=column.endswith("_frac")))})
     ratio = tables.get("update_ratio")
-    out["ratio_lines"] = (plots.data_uri(plots.update_ratio_lines(ratio, width))
+    out["ratio_lines"] = (svg.update_ratio(ratio, plots.HEALTHY_UPDATE_RATIO, width)
                           if ratio is not None and np.isfinite(ratio.to_numpy(dtype=float)).any() else None)
     last = run.last_layer_values(LAYER_STAT_COLUMNS)
     for layer in order:
@@ -402,7 +402,7 @@ def preflight(result: Any) -> dict[str, Any]:
                       "remedy": f.remedy} for f in result],
         "seen": [v for v in seen.values() if v],
         "seconds": _fmt(float(result.seconds)),
-        "lr_plot": plots.data_uri(plots.lr_range(curve)) if curve and curve.get("suggested") else None,
+        "lr_plot": svg.lr_range(curve) if curve and curve.get("suggested") else None,
     }
 
 
@@ -437,13 +437,13 @@ def tuning(result: Any) -> dict[str, Any]:
         "direction": result.direction, "best_value": _fmt(result.best_value),
         "best_params": {k: _fmt(v) for k, v in result.best_params.items()},
         "counts": trials["state"].value_counts().to_dict(),
-        "history": plots.data_uri(plots.trial_history(trials, result.direction)),
+        "history": svg.trial_history(trials, result.direction),
         "importances": plots.data_uri(plots.importances(result.importances)) if result.importances else None,
         "columns": param_cols,
         "top": [{"number": int(r["number"]), "value": _fmt(float(r["value"])),
                  **{c: _fmt(r[c]) for c in param_cols}} for _, r in top.iterrows()],
         "pruned": [{"number": int(r["number"]), "reason": r["prune_reason"] or "pruned by the median rule"}
                    for _, r in trials[trials["state"] == "PRUNED"].head(10).iterrows()],
-        "best_curves": plots.data_uri(plots.curves(history, None)) if history is not None and len(history) else None,
+        "best_curves": svg.training_curves(history, None) if history is not None and len(history) else None,
         "best_number": best_number,
     }

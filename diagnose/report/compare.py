@@ -5,18 +5,16 @@ and the page says which are not shared."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from diagnose.findings import RunData, evaluate
 from diagnose.monitor.run import Run, load_run
-from diagnose.report import plots
+from diagnose.report import plots, svg
 from diagnose.report.build import _duration, _fmt, recorded_steps
 
 # Statistics drawn per shared layer (one line per run), and how many shared layers are drawn.
@@ -84,43 +82,24 @@ def _metrics(data: RunData, meta: dict[str, Any]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _curves(datas: list[RunData], names: list[str]) -> Figure | None:
-    """Per-epoch metrics (one panel each) and the smoothed per-step loss, a line per run."""
+def _curves(datas: list[RunData], names: list[str]) -> list[str]:
+    """Per-epoch metrics (a chart each) and the smoothed per-step loss, a line per run."""
     frames = [d.scalars.dropna(subset=["epoch"]) if "epoch" in d.scalars else pd.DataFrame() for d in datas]
-    metrics = [m for m in ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
-               if any(m in f and f[m].notna().any() for f in frames)]
-    losses = [d.loss for d in datas]
-    per_step = any(loss is not None and len(loss) for loss in losses)
-    panels = len(metrics) + (1 if per_step else 0)
-    if panels == 0:
-        return None
-    columns = min(2, panels)
-    rows = math.ceil(panels / columns)
-    fig = Figure(figsize=(5.2 * columns, 3.0 * rows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, columns)).reshape(-1)
-    for ax, metric in zip(axes, metrics, strict=False):
-        for i, (frame, name) in enumerate(zip(frames, names, strict=True)):
-            if metric in frame and frame[metric].notna().any():
-                ax.plot(frame["epoch"], frame[metric], marker="o", ms=3, color=f"C{i % 10}", label=name)
-        ax.set_title(metric.replace("_", " "), fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if per_step:
-        ax = axes[len(metrics)]
-        for i, (loss, name) in enumerate(zip(losses, names, strict=True)):
-            if loss is None or not len(loss):
-                continue
-            smooth = loss.ewm(alpha=0.05).mean()
-            binned, _ = plots.downsample(smooth.to_frame("loss"))
-            ax.plot(binned.index, binned["loss"], color=f"C{i % 10}", label=name)
-        ax.set_title("training loss per step (smoothed)", fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    return fig
+    charts = []
+    for metric in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+        series = [svg.Series(name, frame["epoch"].tolist(), frame[metric].tolist())
+                  for frame, name in zip(frames, names, strict=True) if metric in frame and frame[metric].notna().any()]
+        if series:
+            charts.append(svg.render(svg.Chart(series, title=metric.replace("_", " "), xlabel="epoch",
+                                               integer_x=True)))
+    series = []
+    for loss, name in zip((d.loss for d in datas), names, strict=True):
+        if loss is not None and len(loss):
+            binned, _ = plots.downsample(loss.ewm(alpha=0.05).mean().to_frame("loss"))
+            series.append(svg.Series(name, binned.index.tolist(), binned["loss"].tolist()))
+    if series:
+        charts.append(svg.render(svg.Chart(series, title="training loss per step (smoothed)", xlabel="step")))
+    return [c for c in charts if c]
 
 
 def _shared_layers(runs: list[Run], metas: list[dict[str, Any]]) -> tuple[list[str], dict[str, list[str]]]:
@@ -135,35 +114,25 @@ def _shared_layers(runs: list[Run], metas: list[dict[str, Any]]) -> tuple[list[s
     return shared, {str(i): v for i, v in others.items()}
 
 
-def _layer_figure(runs: list[Run], names: list[str], layers: list[str]) -> Figure | None:
+def _layer_charts(runs: list[Run], names: list[str], layers: list[str]) -> list[str]:
     """For each drawn shared layer, each statistic over the steps, a line per run (log scale)."""
     if not layers:
-        return None
+        return []
     columns = [c for c, _ in LAYER_STATISTICS]
     tables = [r.binned_layer_stats(columns, plots.MAX_POINTS, order=layers)[0] for r in runs]
-    fig = Figure(figsize=(5.2 * len(LAYER_STATISTICS), 2.8 * len(layers)), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(layers), len(LAYER_STATISTICS)))
-    for row, layer in enumerate(layers):
-        for col, (column, title) in enumerate(LAYER_STATISTICS):
-            ax = axes[row, col]
-            drawn = False
-            for i, (table, name) in enumerate(zip(tables, names, strict=True)):
+    charts = []
+    for layer in layers:
+        for column, title in LAYER_STATISTICS:
+            series = []
+            for table, name in zip(tables, names, strict=True):
                 frame = table.get(column)
-                if frame is None or layer not in frame:
-                    continue
-                series = frame[layer].where(frame[layer] > 0).dropna()
-                if len(series):
-                    ax.plot(series.index, series.to_numpy(), color=f"C{i % 10}", lw=1.2, label=name)
-                    drawn = True
-            if column == "update_ratio":
-                ax.axhspan(*plots.HEALTHY_UPDATE_RATIO, color="C2", alpha=0.12)
-            if drawn:
-                ax.set_yscale("log")
-                ax.legend(fontsize=8)
-            ax.set_title(f"{layer}: {title}", fontsize=10)
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-    return fig
+                if frame is not None and layer in frame and (frame[layer] > 0).any():
+                    series.append(svg.Series(name, frame.index.tolist(), frame[layer].tolist()))
+            if series:
+                band = plots.HEALTHY_UPDATE_RATIO if column == "update_ratio" else None
+                charts.append(svg.render(svg.Chart(series, title=f"{layer}: {title}", xlabel="step", log_y=True,
+                                                   band=band, band_label="healthy band" if band else "")))
+    return [c for c in charts if c]
 
 
 def _pick(layers: list[str], count: int) -> list[str]:
@@ -197,7 +166,7 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     shared, others = _shared_layers(runs, metas)
     drawn = _pick(shared, SHARED_LAYERS_DRAWN)
     curves = _curves(datas, labels)
-    layer_fig = _layer_figure(runs, labels, drawn)
+    layer_charts = _layer_charts(runs, labels, drawn)
     page = _ENV.get_template("compare.html.j2").render(
         title=f"diagnose comparison of {len(runs)} runs", names=labels, dirs=[str(p) for p in paths],
         runs=[{"name": n, "state": r.state(m), "steps": recorded_steps(m, d), "duration": _duration(m, r),
@@ -208,8 +177,7 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
         metric_names=metric_names, metrics=metrics,
         config=[{"key": key, "values": [row[i] for i in range(len(runs))], "differs": bool(row["differs"])}
                 for key, row in config.iterrows()],
-        curves=plots.data_uri(curves) if curves is not None else None,
-        layers=plots.data_uri(layer_fig) if layer_fig is not None else None, drawn=drawn, shared=len(shared),
+        curves=curves, layers=layer_charts, drawn=drawn, shared=len(shared),
         not_shared=[{"name": labels[int(i)], "layers": v} for i, v in others.items() if v],
         version=_version())
     out = Path(out) if out is not None else Path("reports") / "compare.html"

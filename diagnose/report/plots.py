@@ -49,44 +49,6 @@ def downsample(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> tuple[pd.Da
     return binned, width
 
 
-def curves(epochs: pd.DataFrame, steps: pd.Series | None) -> Figure:
-    """Loss per epoch (train, validation), accuracy per epoch, and the smoothed per-step loss."""
-    panels = [p for p in ("loss", "accuracy") if any(c.endswith(p) for c in epochs.columns)] if len(epochs) else []
-    if len(epochs) and "lr" in epochs and epochs["lr"].nunique() > 1:
-        panels.append("lr")  # a schedule: show it
-    n = len(panels) + (1 if steps is not None and len(steps) else 0)
-    fig = Figure(figsize=(4.2 * max(n, 1), 3.0), layout="constrained")
-    axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
-    for ax, panel in zip(axes, panels):
-        if panel == "lr":
-            ax.plot(epochs["epoch"], epochs["lr"], color="C2")
-            ax.set_xlabel("epoch")
-            ax.set_title("learning rate", fontsize=10)
-            ax.grid(alpha=0.3)
-            continue
-        for column, style in ((f"train_{panel}", "--"), (f"val_{panel}", "-")):
-            if column in epochs and epochs[column].notna().any():
-                ax.plot(epochs["epoch"], epochs[column], style, label=column.replace("_", " "))
-        ax.set_xlabel("epoch")
-        ax.set_title(panel, fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    if steps is not None and len(steps):
-        ax = axes[len(panels)]
-        values, width = downsample(steps.to_frame("loss"))
-        label = "loss" + (f" (mean of {width})" if width > 1 else "")
-        ax.plot(values.index, values["loss"], color="0.7", linewidth=0.8, label=label)
-        window = max(3, len(values) // 25)
-        ax.plot(values.index, values["loss"].rolling(window, min_periods=1, center=True).median(), color="C0",
-                label="smoothed")
-        finite = values["loss"].replace([np.inf, -np.inf], np.nan).dropna()
-        if len(finite) and (finite > 0).all() and finite.max() / finite.min() > 20:
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title("training loss per step", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    return fig
 
 
 def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1, fraction: bool = False) -> Figure:
@@ -124,25 +86,6 @@ def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1, frac
 # Karpathy's rule of thumb for the update / weight ratio: around 1e-3 per step; a decade either
 # side is the band drawn as healthy.
 HEALTHY_UPDATE_RATIO = (1e-4, 1e-2)
-
-
-def update_ratio_lines(table: pd.DataFrame, binned_by: int = 1) -> Figure:
-    """Each layer's update / weight ratio over the steps (log scale) against the healthy band."""
-    binned, width = downsample(table)
-    width = max(width, binned_by)
-    fig = Figure(figsize=(8.5, 3.6), layout="constrained")
-    ax = fig.subplots()
-    ax.axhspan(*HEALTHY_UPDATE_RATIO, color="C2", alpha=0.12, label="healthy band (1e-4 to 1e-2)")
-    for i, layer in enumerate(binned.columns):
-        series = binned[layer].where(binned[layer] > 0).dropna()
-        if len(series):
-            ax.plot(series.index, series.to_numpy(), lw=1.2, color=f"C{i % 10}", label=str(layer))
-    ax.set_yscale("log")
-    ax.set_xlabel("step" + (f" (mean over bins of {width} recorded steps)" if width > 1 else ""))
-    ax.set_ylabel("update / weight ratio")
-    ax.legend(fontsize=8, ncol=3, loc="best")
-    ax.grid(alpha=0.3)
-    return fig
 
 
 def importance_bars(frame: pd.DataFrame, methods: list[str], top: int = 15) -> Figure:
@@ -222,33 +165,6 @@ def sparkline(values: list[float], width: int = 90, height: int = 18) -> str:
             f'<polyline fill="none" stroke="#2b6cb0" stroke-width="1.2" points="{path}"/></svg>')
 
 
-def trial_history(trials: pd.DataFrame, direction: str) -> Figure:
-    """Each trial's value and the best so far; a pruned trial at the last value it reported (the
-    one it was pruned on), or, when it reported none, as a tick on the axis: never at an invented
-    value. Trial numbers are integers on the axis."""
-    from matplotlib.ticker import MaxNLocator
-    fig = Figure(figsize=(6.5, 3.0), layout="constrained")
-    ax = fig.subplots()
-    done = trials[trials["state"] == "COMPLETE"]
-    pruned = trials[trials["state"] == "PRUNED"]
-    ax.scatter(done["number"], done["value"], s=14, label="complete")
-    if len(pruned):
-        reported = pruned[pruned["last_reported"].notna()] if "last_reported" in pruned else pruned.iloc[:0]
-        silent = pruned.drop(reported.index)
-        if len(reported):
-            ax.scatter(reported["number"], reported["last_reported"], marker="x", color="C3", s=14,
-                       label="pruned (its last reported value)")
-        if len(silent):
-            ax.plot(silent["number"], [0.0] * len(silent), "|", color="C3", markersize=10,
-                    transform=ax.get_xaxis_transform(), label="pruned (reported no value)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    best = done["value"].cummax() if direction == "maximize" else done["value"].cummin()
-    ax.step(done["number"], best, where="post", color="C1", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("value")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig
 
 
 def importances(values: dict[str, float]) -> Figure:
@@ -261,20 +177,3 @@ def importances(values: dict[str, float]) -> Figure:
     return fig
 
 
-def lr_range(curve: dict) -> Figure:
-    """The learning-rate range test: smoothed loss against the rate (log scale), the suggested
-    rate and the configured one marked."""
-    fig = Figure(figsize=(6.5, 3.0), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(curve["rates"], curve["losses"], color="C0", label="smoothed loss")
-    if curve.get("suggested"):
-        ax.axvline(curve["suggested"], color="C2", linestyle="--", label=f"suggested {curve['suggested']:.2g}")
-    configured = curve.get("configured")
-    if configured and np.isfinite(configured):
-        ax.axvline(configured, color="C3", linestyle=":", label=f"yours {configured:.2g}")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig

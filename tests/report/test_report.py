@@ -171,6 +171,10 @@ def test_the_report_renders_in_headless_chromium(demo_run):
                                      > e.parentElement.getBoundingClientRect().right + 1)
                         .map(e => e.tagName + '.' + e.className),
                     images: Array.from(document.images).map(i => [i.naturalWidth, i.getBoundingClientRect().width]),
+                    svgText: Math.min(...Array.from(document.querySelectorAll('svg.chart text'))
+                        .map(t => parseFloat(getComputedStyle(t).fontSize)
+                             * t.ownerSVGElement.getBoundingClientRect().width
+                             / t.ownerSVGElement.viewBox.baseVal.width)),
                 })""")
         finally:
             browser.close()
@@ -190,6 +194,7 @@ def test_the_report_renders_in_headless_chromium(demo_run):
     for source, (natural, shown) in zip(sources, layouts[1400]["images"], strict=True):
         smallest = float(Image.open(io.BytesIO(base64.b64decode(source))).info["min-font-px"])
         assert smallest * shown / natural >= 9.0, (smallest, natural, shown)
+    assert layouts[1400]["svgText"] >= 9.0 and layouts[390]["svgText"] >= 9.0  # SVG charts keep their text size
 
 
 def test_a_consistency_section_when_given(tmp_path):
@@ -272,17 +277,26 @@ def test_a_method_that_does_not_add_up_is_not_shown_as_an_equal():
 def test_the_tuning_plot_draws_pruned_trials_where_they_were_pruned():
     import pandas as pd
 
-    from diagnose.report import plots
+    from diagnose.report import svg
     nan = float("nan")
     trials = pd.DataFrame({"number": [0, 1, 2, 3, 4], "value": [1.0, 2.0, nan, nan, 0.5],
                            "state": ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED", "COMPLETE"],
                            "last_reported": [0.9, 1.8, 5.0, nan, 0.4]})
-    ax = plots.trial_history(trials, "minimize").axes[0]
-    points = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
-    assert points["pruned (its last reported value)"] == [[2.0, 5.0]]  # not the completed trials' median 1.0
-    silent = next(line for line in ax.lines if line.get_label() == "pruned (reported no value)")
-    assert list(silent.get_xdata()) == [3]
-    assert all(float(t).is_integer() for t in ax.get_xticks())
+    chart = svg.trial_history(trials, "minimize")
+    pruned = re.findall(r"<title>pruned \(its last reported value\): trial ([^,]+), ([^<]+)</title>", chart)
+    assert pruned == [("2", "5")]  # at the value it was pruned on, not at the completed trials' median
+    ticks = re.findall(r'text-anchor="middle">([^<]+)</text>', chart)
+    assert all(t.lstrip("-").isdigit() for t in ticks if t not in ("trial", "trial history"))  # integer trials
+
+
+def test_line_charts_are_inline_svg_with_values_on_hover():
+    from diagnose.report import svg
+    chart = svg.render(svg.Chart([svg.Series("<b>run</b>", [0, 1, 2], [1e-3, 1e-2, 1e-1])], title="t & u",
+                                 xlabel="step", log_y=True, band=(1e-4, 1e-2), band_label="healthy"))
+    assert chart.startswith("<svg") and "<script" not in chart and "<b>" not in chart
+    assert "&lt;b&gt;run&lt;/b&gt;: step 1, 0.01</title>" in chart and "t &amp; u" in chart
+    assert ">0.001<" in chart and ">0.1<" in chart  # decade ticks on the log axis
+    assert svg.render(svg.Chart([svg.Series("empty", [], [])])) == ""
 
 
 def test_single_predictions_show_raw_feature_values(tmp_path):
@@ -327,6 +341,7 @@ def test_heatmaps_in_forward_order_with_honest_colour_ranges(tmp_path):
     shown = re.findall(r"<tr><td><code>([^<]+)</code>", table)
     assert shown == dg.load_run(run_dir).meta["forward_order"]  # fc1, bn1, act1, fc2, ... not grouped by kind
     assert "Update / weight ratio per layer" in html and "gradient norm</span>" in table
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="chart"' in html and "<title>" in html
     from diagnose.findings import RunData
     run = dg.load_run(run_dir)
     assert build.training(run, RunData.from_run(run))["ratio_lines"] is not None

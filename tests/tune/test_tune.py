@@ -198,6 +198,6 @@ def test_the_report_has_a_tuning_section(digits, tmp_path):
             opt.step()
             run.log(loss=loss)
     html = dg.report(tmp_path / "run", tuning=result, out=tmp_path / "r.html").read_text()
-    for marker in ('id="tuning"', "Hyperparameter search", "trial history", "Best trials", "best trial curves"):
+    for marker in ('id="tuning"', "Hyperparameter search", "trial history", "Best trials", "Curves of the best trial"):
         assert marker in html, marker
     assert "parameter importances" in html

@@ -167,7 +167,7 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
             out["heatmaps"].append({"title": title, "uri": None, "note": f"{title}: not recorded for any layer"})
             continue
         out["heatmaps"].append({"title": title, "note": None, "uri": plots.data_uri(
-            plots.heatmap(table, title, log, width, fraction=column.endswith("_frac")))})
+            plots.heatmap(table, title, log, width, fraction=column.endswith("_frac")), palette=True)})
     ratio = tables.get("update_ratio")
     out["ratio_lines"] = (svg.update_ratio(ratio, plots.HEALTHY_UPDATE_RATIO, width)
                           if ratio is not None and np.isfinite(ratio.to_numpy(dtype=float)).any() else None)

@@ -28,12 +28,22 @@ def min_font_px(fig: Figure, dpi: int) -> float:
     return float(min(sizes)) * dpi / 72 if sizes else float("inf")
 
 
-def data_uri(fig: Figure, dpi: int = 90) -> str:
+def data_uri(fig: Figure, dpi: int = 90, palette: bool = False) -> str:
     """The figure as an inline ``data:image/png;base64,...`` URI (its smallest text size in the
-    PNG's metadata as ``min-font-px``)."""
+    PNG's metadata as ``min-font-px``). ``palette``: stored with 256 colours (a heatmap's colour map
+    has 256 levels anyway), which halves a dense heatmap's size."""
     buffer = io.BytesIO()
     fig.draw_without_rendering()  # lays out the texts (tick labels exist only after a draw)
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"min-font-px": f"{min_font_px(fig, dpi):.2f}"})
+    font = f"{min_font_px(fig, dpi):.2f}"
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"min-font-px": font})
+    if palette:
+        from PIL import Image, PngImagePlugin
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        image = image.quantize(256, method=Image.Quantize.FASTOCTREE)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("min-font-px", font)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True, pnginfo=info)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -59,7 +69,8 @@ def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1, frac
     binned, width = downsample(table)
     width = max(width, binned_by)
     values = binned.T.to_numpy(dtype=float)
-    fig = Figure(figsize=(8.5, 0.35 * len(binned.columns) + 1.3), layout="constrained")
+    row = 0.35 if len(binned.columns) <= 40 else 0.2  # many layers: rows still fit their 8 pt labels
+    fig = Figure(figsize=(8.5, row * len(binned.columns) + 1.3), layout="constrained")
     ax = fig.subplots()
     finite = values[np.isfinite(values)]
     positive = finite[finite > 0]

@@ -20,6 +20,11 @@ COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#17becf")
 FONT_PX = 12          # tick labels and legend; titles are 13 px
 MAX_HOVER_POINTS = 300  # points per series that carry a hover title (the line keeps every point)
+# A chart with many series carries fewer hover points per series (the page stays small).
+MAX_HOVER_TOTAL = 1200
+# The per-layer ratio chart draws at most this many layers (evenly spaced in forward order);
+# every layer is in the heatmap above it.
+MAX_LAYER_LINES = 12
 
 
 @dataclass
@@ -171,8 +176,9 @@ def render(chart: Chart) -> str:
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6"{dash} points="'
                        + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords_line) + f'"><title>{e(s.label)}</title>'
                        "</polyline>")
-        keep = (range(len(points)) if len(points) <= MAX_HOVER_POINTS
-                else np.unique(np.linspace(0, len(points) - 1, MAX_HOVER_POINTS).round().astype(int)))
+        budget = max(20, min(MAX_HOVER_POINTS, MAX_HOVER_TOTAL // max(1, len(chart.series))))
+        keep = (range(len(points)) if len(points) <= budget
+                else np.unique(np.linspace(0, len(points) - 1, budget).round().astype(int)))
         radius, opacity = (3.5, 0.9) if s.points_only else (2.6, 0.0 if len(points) > 60 else 0.8)
         for j in keep:
             (x, y), (X, Y) = points[j], coords[j]
@@ -225,8 +231,10 @@ def update_ratio(table: pd.DataFrame, band: tuple[float, float], binned_by: int 
     from diagnose.report.plots import downsample
     binned, width = downsample(table)
     width = max(width, binned_by)
-    series = [Series(str(layer), binned.index.tolist(), binned[layer].tolist()) for layer in binned.columns
-              if (binned[layer] > 0).any()]
+    layers = [layer for layer in binned.columns if (binned[layer] > 0).any()]
+    if len(layers) > MAX_LAYER_LINES:
+        layers = [layers[i] for i in np.unique(np.linspace(0, len(layers) - 1, MAX_LAYER_LINES).round().astype(int))]
+    series = [Series(str(layer), binned.index.tolist(), binned[layer].tolist()) for layer in layers]
     return render(Chart(series, xlabel="step" + (f" (mean over bins of {width} recorded steps)" if width > 1 else ""),
                         ylabel="update / weight", log_y=True, band=band,
                         band_label=f"healthy band: {band[0]:g} to {band[1]:g}", width=760, height=300))

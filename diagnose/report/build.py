@@ -45,7 +45,8 @@ def _duration(meta: dict[str, Any], run: Run) -> str:
     except (KeyError, TypeError, ValueError):
         return "unknown (no start time was recorded)"
     try:
-        return f"{(datetime.fromisoformat(meta['end_time']) - start).total_seconds():.0f} s"
+        seconds = (datetime.fromisoformat(meta["end_time"]) - start).total_seconds()
+        return f"{seconds:.0f} s" if seconds >= 1 else "under 1 s (times are recorded to the second)"
     except (KeyError, TypeError, ValueError):
         pass
     written = [p.stat().st_mtime for p in run.paths if p.exists()]

@@ -15,15 +15,42 @@ from typing import Any
 DEMO_RUN = Path("runs/demo")
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo_setup(rows: int = 4000, seed: int = 0) -> tuple[Any, Any]:
+    """The built-in example: the generated cart-abandonment data and its model (MLP 10-64-32-2
+    with batch norm and dropout), seeded; shared by ``demo`` and ``preflight demo``."""
     import torch
 
     import diagnose as dg
+    data = dg.datasets.cart_abandonment(n=rows, seed=seed)
+    torch.manual_seed(seed)
+    return data, dg.mlp(data.n_features, hidden=[64, 32], out_features=2, batch_norm=True, dropout=0.2)
+
+
+def _load_config(path: str | Path) -> Any:
+    """A YAML config file's content (a clear error for invalid YAML)."""
+    import yaml
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"config: {path} is not valid YAML ({err})") from err
+
+
+def _config_dataset(config: dict[str, Any]) -> Any:
+    """The bundled dataset a config names (``dataset:``, default digits)."""
+    import diagnose as dg
+    loaders: dict[str, Callable[[], Any]] = {"digits": dg.datasets.digits, "breast_cancer": dg.datasets.breast_cancer,
+                                             "cart_abandonment": dg.datasets.cart_abandonment}
+    name = config.get("dataset", "digits")
+    if name not in loaders:
+        raise ValueError(f"config: dataset must be one of {list(loaders)}, got {name!r}")
+    return loaders[name]()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import diagnose as dg
     from diagnose.monitor.store import store_files, stored_meta
 
-    data = dg.datasets.cart_abandonment(n=args.rows, seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = dg.mlp(data.n_features, hidden=[64, 32], out_features=2, batch_norm=True, dropout=0.2)
+    data, model = _demo_setup(args.rows, args.seed)
     run_dir = Path(args.run_dir)
     overwrite = args.overwrite
     if store_files(run_dir) and not overwrite:
@@ -125,9 +152,7 @@ def _preflight_inputs(target: str) -> dict[str, Any]:
     import diagnose as dg
     path = Path(target)
     if target == "demo":
-        data = dg.datasets.cart_abandonment(n=4000, seed=0)
-        torch.manual_seed(0)
-        model = dg.mlp(data.n_features, hidden=[64, 32], out_features=2, batch_norm=True, dropout=0.2)
+        data, model = _demo_setup()
         return {"model": model, "data": data.train, "val_data": data.val, "optimizer": "adadelta"}
     if not path.is_file():
         raise ValueError(f"CONFIG_OR_SCRIPT: {target} is not a file (a .py script, a .yaml config, or 'demo')")
@@ -138,16 +163,10 @@ def _preflight_inputs(target: str) -> dict[str, Any]:
             raise ValueError(f"CONFIG_OR_SCRIPT: {target} must define {' and '.join(missing)} (a model and its "
                              "training data as an (X, y) pair, Dataset or DataLoader)")
         return {k: namespace[k] for k in ("model", "data", "loss", "optimizer", "val_data", "lr") if k in namespace}
-    import yaml
-    config = yaml.safe_load(path.read_text())
+    config = _load_config(path)
     if not isinstance(config, dict):
         raise ValueError(f"CONFIG_OR_SCRIPT: {target} must be a YAML mapping; for example:\n{PREFLIGHT_EXAMPLE}")
-    loaders: dict[str, Callable[[], Any]] = {"digits": dg.datasets.digits, "breast_cancer": dg.datasets.breast_cancer,
-                                             "cart_abandonment": dg.datasets.cart_abandonment}
-    name = config.get("dataset", "digits")
-    if name not in loaders:
-        raise ValueError(f"config: dataset must be one of {list(loaders)}, got {name!r}")
-    data = loaders[name]()
+    data = _config_dataset(config)
     spec = {"hidden": [64], "dropout": 0.0, "batch_norm": False, **(config.get("model") or {})}
     hidden = [spec["hidden"]] if isinstance(spec["hidden"], int) else list(spec["hidden"])
     torch.manual_seed(int(config.get("seed", 0)))
@@ -230,22 +249,13 @@ def _space_from_config(raw: dict) -> dict[str, Any]:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    import yaml
     from torch import nn
 
     import diagnose as dg
-    try:
-        config = yaml.safe_load(Path(args.config).read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"config: {args.config} is not valid YAML ({err})") from err
+    config = _load_config(args.config)
     if not isinstance(config, dict) or "space" not in config:
         raise ValueError(f"config: {args.config} needs a 'space' mapping; for example:\n{TUNE_EXAMPLE}")
-    loaders: dict[str, Callable[[], Any]] = {"digits": dg.datasets.digits, "breast_cancer": dg.datasets.breast_cancer,
-               "cart_abandonment": dg.datasets.cart_abandonment}
-    name = config.get("dataset", "digits")
-    if name not in loaders:
-        raise ValueError(f"config: dataset must be one of {list(loaders)}, got {name!r}")
-    data = loaders[name]()
+    data = _config_dataset(config)
     base = {"hidden": [64], "dropout": 0.0, **(config.get("model") or {})}
 
     def model_fn(params: dict) -> nn.Module:

@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,7 @@ class _Setup:
         self.loss_fn, self.loss_spec = resolve_loss(loss)
         self.loss_name = str(loss) if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
         self.model = model
+        self._n_outputs: int | None = None
         self.given: torch.optim.Optimizer | None = None
         self.make: Callable[[nn.Module], torch.optim.Optimizer] | None = None
         if optimizer is None or isinstance(optimizer, str):
@@ -135,6 +137,19 @@ class _Setup:
         else:
             raise TypeError(f"optimizer: expected None, an optimizer name or a torch.optim.Optimizer over the model's "
                             f"parameters, got {type(optimizer).__name__}")
+
+    @cached_property
+    def evaluated(self) -> nn.Module:
+        """One eval-mode copy shared by the checks that only run forward passes under no_grad
+        (nothing in it changes: no batch statistics, their hooks removed after)."""
+        return copy.deepcopy(self.model).eval()
+
+    def n_outputs(self, X: torch.Tensor) -> int:
+        """The model's output width, from one forward pass on two rows (computed once)."""
+        if self._n_outputs is None:
+            with torch.no_grad():
+                self._n_outputs = int(_outputs(self.evaluated, X[:2]).reshape(min(2, len(X)), -1).shape[1])
+        return self._n_outputs
 
     def copies(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         """A deep copy of the model and an optimizer over the copy (the given one's state copied)."""
@@ -312,7 +327,7 @@ def _check_data(X: torch.Tensor, y: torch.Tensor, val: tuple[torch.Tensor, torch
         labels = y.reshape(-1)
         counts = torch.bincount(labels.clamp(min=0).long()).tolist() if len(labels) else []
         info["class_counts"] = counts
-        n_out = _n_outputs(setup.model, X)
+        n_out = setup.n_outputs(X)
         binary = setup.loss_spec is not None and setup.loss_spec.binary
         top = 2 if binary else n_out
         if labels.min() < 0 or labels.max() >= top:
@@ -355,16 +370,10 @@ def _check_leak(X: torch.Tensor, X_val: torch.Tensor) -> list[Finding]:
         "(e.g. sklearn GroupShuffleSplit by a record id)", check="leak", rows=shared[:50], count=len(shared))]
 
 
-def _n_outputs(model: nn.Module, X: torch.Tensor) -> int:
-    probe = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        return int(_outputs(probe, X[:2]).reshape(min(2, len(X)), -1).shape[1])
-
-
 # -- 1. loss at initialisation ----------------------------------------------------------------------
 def _check_init_loss(X: torch.Tensor, y: torch.Tensor, setup: _Setup, checks: dict[str, Any],
                      batch_size: int) -> list[Finding]:
-    model = copy.deepcopy(setup.model).eval()
+    model = setup.evaluated
     x, t = X[:256], y[:256]
     with torch.no_grad():
         out = _outputs(model, x)
@@ -439,7 +448,7 @@ def _check_init_loss(X: torch.Tensor, y: torch.Tensor, setup: _Setup, checks: di
 # -- 2. input dependence ----------------------------------------------------------------------------
 def _check_input_dependence(X: torch.Tensor, y: torch.Tensor, setup: _Setup, checks: dict[str, Any],
                             batch_size: int) -> list[Finding]:
-    model = copy.deepcopy(setup.model).eval()
+    model = setup.evaluated
     x = X[:64]
     if len(x) < 2:
         return []
@@ -464,7 +473,7 @@ def _check_input_dependence(X: torch.Tensor, y: torch.Tensor, setup: _Setup, che
 def _check_batch_mixing(X: torch.Tensor, y: torch.Tensor, setup: _Setup, checks: dict[str, Any],
                         batch_size: int) -> list[Finding]:
     """Change row 0 only; in eval mode no other row's output (nor any module's) may change."""
-    model = copy.deepcopy(setup.model).eval()
+    model = setup.evaluated
     x = X[:4]
     if len(x) < 2:
         return []
@@ -639,7 +648,7 @@ def _check_label_signal(X: torch.Tensor, y: torch.Tensor, setup: _Setup, checks:
         return []
     held = min(512, len(X) // 4)
     x_test, t_test, x_train, t_train = X[:held], y[:held], X[held:], y[held:]
-    n_out = _n_outputs(setup.model, X)
+    n_out = setup.n_outputs(X)
     baseline = _constant_loss(setup, t_train, t_test, n_out)
     if not math.isfinite(baseline):
         return []

@@ -6,22 +6,12 @@ import re
 
 import pytest
 import torch
+from test_report import watched  # the report tests' short watched run (tests/report is on the path)
 from torch import nn
 
 import diagnose as dg
 from diagnose.cli import main
 from diagnose.report.compare import configuration
-
-
-def watched(run_dir, model, optimizer, steps=20):
-    with dg.watch(model, optimizer, run_dir, every=1) as run:
-        for _ in range(steps):
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(torch.randn(16, 4)), torch.randint(0, 2, (16,)))
-            loss.backward()
-            optimizer.step()
-            run.log(loss=loss)
-    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +44,8 @@ def test_two_trainer_runs_side_by_side(trained):
 def test_runs_with_different_layers_compare_what_they_share(tmp_path):
     a = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     b = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
-    run_a = watched(tmp_path / "a", a, torch.optim.SGD(a.parameters(), lr=0.1))
-    run_b = watched(tmp_path / "b", b, torch.optim.Adam(b.parameters(), lr=1e-3))
+    run_a = watched(tmp_path / "a", a, 20, torch.optim.SGD(a.parameters(), lr=0.1), every=1)
+    run_b = watched(tmp_path / "b", b, 20, torch.optim.Adam(b.parameters(), lr=1e-3), every=1)
     html = dg.compare([run_a, run_b], out=tmp_path / "c.html", names=["small <net>", "deep"]).read_text()
     assert "3 layers recorded in every run" in html  # 0, 1, 2 by name; b's 3 and 4 are its own
     assert "deep has layers the other runs lack (not compared): 3, 4" in html

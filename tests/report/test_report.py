@@ -56,9 +56,10 @@ def test_explain_command_on_the_demo_run(demo_run, tmp_path, capsys):
     assert "index" in capsys.readouterr().err
 
 
-def watched(run_dir, model, steps=12, **kwargs):
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with dg.watch(model, opt, run_dir, every=2, **kwargs) as run:
+def watched(run_dir, model, steps=12, optimizer=None, every=2, **kwargs):
+    """A short watched run of ``model`` on random 4-feature data (SGD at 0.1 unless given)."""
+    opt = optimizer if optimizer is not None else torch.optim.SGD(model.parameters(), lr=0.1)
+    with dg.watch(model, opt, run_dir, every=every, **kwargs) as run:
         for _ in range(steps):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(torch.randn(16, 4)), torch.randint(0, 2, (16,)))

@@ -2,7 +2,8 @@
 
 Models: an MLP, a CNN with batch norm, a small transformer encoder; optimizers: SGD with momentum
 and AdamW. In each cell, interleaved in one run: plain steps, watched steps at the default
-cadence, watched steps with every statistic every step (every=1), watched steps under an
+cadence (with and without histograms, and with histograms at every sampled step), watched steps
+with every statistic every step (every=1), watched steps under an
 overhead budget (``overhead=0.03``: the watch sets its own cadence), as a reference a naive hook
 that calls ``.item()`` on per-layer statistics every step (what fastai's ActivationStats does),
 and a second plain copy whose ratio to plain is the machine's noise floor. Every variant trains
@@ -98,6 +99,10 @@ class Variant:
         self.ctx: dg.Watch | NaiveItemHook | None = None
         if name == "watch (default)":
             self.ctx = dg.watch(self.model, self.opt, run_dir)
+        elif name == "watch (default, no histograms)":
+            self.ctx = dg.watch(self.model, self.opt, run_dir, histograms=False)
+        elif name == "watch (histograms every 50)":
+            self.ctx = dg.watch(self.model, self.opt, run_dir, histogram_every=50)
         elif name == "watch (every=1)":
             self.ctx = dg.watch(self.model, self.opt, run_dir, every=1)
         elif name == f"watch (overhead={BUDGET})":
@@ -159,8 +164,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parser.parse_args(argv)
     # "plain (again)": a second unwatched copy, timed like the others: how far apart two identical
     # variants land is the noise floor of this machine
-    variants = ["plain", "plain (again)", "watch (default)", "watch (every=1)", f"watch (overhead={BUDGET})",
-                "naive .item() hook"]
+    # histograms come every 200 steps by default, in one block of 50 out of four: the median hides
+    # them, so "histograms every 50" (one in every block) measures their cost, a quarter of which
+    # is the default's
+    variants = ["plain", "plain (again)", "watch (default)", "watch (default, no histograms)",
+                "watch (histograms every 50)", "watch (every=1)", f"watch (overhead={BUDGET})", "naive .item() hook"]
     results: dict[str, dict[str, float]] = {}
     print(f"watch overhead on CPU, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps "
           f"per variant, median of per-round ratios to plain (targets: default <= {TARGETS['watch (default)']}x, "

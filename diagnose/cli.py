@@ -66,7 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
         model, optimizer="adadelta", loss="cross_entropy",
         early_stopping=dg.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
         run_dir=str(run_dir), overwrite=overwrite, run_meta={"demo": True}, seed=args.seed,
-        progress=not args.quiet, save_model=True, diagnostics_every=5,
+        progress=not args.quiet, save_model=True, diagnostics_every=5, histogram_every=25,
         feature_names=data.feature_names, class_names=data.class_names, feature_scaler=data.scaler)
     start = time.perf_counter()
     history = trainer.fit(data.train, data.val, epochs=args.epochs, batch_size=64)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from diagnose.monitor.nonfinite import NonFiniteTracker
-from diagnose.monitor.statistics import OutputStatistic
+from diagnose.monitor.statistics import OutputStatistic, histogram
 
 
 @dataclass
@@ -28,6 +28,8 @@ class Rows:
     layers: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)
     scalars: list[tuple[int, str, float]] = field(default_factory=list)
     first_nonfinite: list[dict[str, Any]] = field(default_factory=list)
+    # (step, layer, kind, first bin, the counts from it, compressed): statistics/histogram.py
+    histograms: list[tuple[int, str, str, int, bytes]] = field(default_factory=list)
 
     def put(self, step: int, layer: str, column: str, value: float) -> None:
         """Set one value; two sources of one column (NaN/Inf counts of outputs and gradients) add up."""
@@ -131,6 +133,29 @@ class OutputRecord(Record):
 
 
 @dataclass
+class HistogramRecord(Record):
+    """One kind of histogram ("act", "grad", "weight") of one sampled step: (layers, N_CODES) code
+    counts on the device, folded onto the canonical bins and trimmed on the host."""
+
+    step: int
+    kind: str
+    layers: Sequence[str]
+    counts: torch.Tensor
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        return self.counts
+
+    def unpack(self, values: np.ndarray, rows: Rows) -> None:
+        # compressed now: a signed layer's trimmed counts still span ~1000 mostly empty bins (8 KB)
+        table = histogram.canonical(values.reshape(len(self.layers), histogram.N_CODES))
+        for layer, counts in zip(self.layers, table):
+            first, trimmed = histogram.trim(counts)
+            if len(trimmed):
+                rows.histograms.append((self.step, layer, self.kind, first, histogram.encode(trimmed)))
+
+
+@dataclass
 class CheckRecord(Record):
     """One step's NaN/Inf origin checks: a sum per checked output, in forward order."""
 
@@ -156,9 +181,12 @@ class Buffer:
         self._records: list[Record] = []
         self._scalars: list[tuple[int, str, float]] = []
         self._counts: list[tuple[int, str, float]] = []
+        self.histogram_bytes = 0  # held by histogram records until the flush
 
     def add(self, record: Record) -> None:
         self._records.append(record)
+        if isinstance(record, HistogramRecord):
+            self.histogram_bytes += record.counts.numel() * record.counts.element_size()
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         """Logged scalars: tensors stay on their device until the flush, numbers (bools too: True
@@ -182,9 +210,15 @@ class Buffer:
     def drain(self) -> Rows:
         """Everything buffered, as rows; copies the device values to the host once per device."""
         records, self._records = self._records, []
+        self.histogram_bytes = 0
         rows = Rows(scalars=self._scalars)
         self._scalars = []
-        for record, values in zip(records, to_host([r.tensor for r in records])):  # note: the host sync
+        # histogram counts apart: int64 straight to the host (no float64 copy of the largest part)
+        counts = [r for r in records if isinstance(r, HistogramRecord)]
+        others = [r for r in records if not isinstance(r, HistogramRecord)]
+        for record, values in zip(others, to_host([r.tensor for r in others])):  # note: the host sync
+            record.unpack(values, rows)
+        for record, values in zip(counts, to_host([r.tensor for r in counts], widen=False)):
             record.unpack(values, rows)
         for step, layer, count in self._counts:
             rows.put(step, layer, "nonfinite", count)
@@ -192,15 +226,18 @@ class Buffer:
         return rows
 
 
-def to_host(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Copy tensors to NumPy (float64) with one transfer per device and dtype (a float32 cat of
-    int64 values would round them, so each dtype is concatenated apart, then widened once)."""
+def to_host(tensors: Sequence[torch.Tensor], widen: bool = True) -> list[np.ndarray]:
+    """Copy tensors to NumPy (float64; ``widen=False``: their own dtype) with one transfer per device
+    and dtype (a float32 cat of int64 values would round them, so each dtype is concatenated apart,
+    then widened once)."""
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(tensors):
         groups.setdefault((t.device, t.dtype), []).append(i)
     out: list[np.ndarray] = [np.empty(0)] * len(tensors)
     for indices in groups.values():
-        flat = torch.cat([tensors[i].reshape(-1) for i in indices]).double().cpu().numpy()  # host sync
+        # widened on the host: no float64 copy on the device
+        host = torch.cat([tensors[i].reshape(-1) for i in indices]).cpu()  # host sync
+        flat = (host.double() if widen else host).numpy()
         offset = 0
         for i in indices:
             n = tensors[i].numel()

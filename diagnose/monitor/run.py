@@ -14,6 +14,7 @@ narrow ones, so a 100k-step x 30-layer run is read in seconds and well under 1 G
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,7 @@ import pandas as pd
 
 from diagnose import validate
 from diagnose.monitor.lock import live_writer
+from diagnose.monitor.statistics import histogram
 from diagnose.monitor.store import (
     DB_NAME,
     LAYER_STAT_COLUMNS,
@@ -246,6 +248,51 @@ class Run:
                                 + _steps_clause(steps)).fetchall()
         return _pivot(rows, order)
 
+    def histogram_layers(self, kind: str, rank: int = 0) -> list[str]:
+        """The layers with ``kind`` histograms ("act", "grad", "weight"), in the order first recorded."""
+        validate.one_of("kind", kind, histogram.KINDS)
+        with self._connect(self._path(rank)) as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'histograms'").fetchone():
+                return []  # written before histograms existed
+            return [row[0] for row in conn.execute(
+                "SELECT layer FROM histograms WHERE kind = ? GROUP BY layer ORDER BY MIN(rowid)", (kind,))]
+
+    def histograms(self, kind: str, layer: str, steps: Sequence[int] | tuple[int, int] | None = None,
+                   rank: int = 0) -> pd.DataFrame:
+        """One layer's histograms over time: a step x bin DataFrame of counts.
+
+        ``kind``: "act" (the module's outputs), "grad" or "weight" (its own parameters). The bins are
+        fixed, symmetric and log-spaced with an exact-zero bin (``diagnose.monitor.statistics.histogram``);
+        the columns are those that hold a value at some step, in ascending order, an empty stretch
+        between two of them one column (always 0); ``.attrs["edges"]`` holds their len + 1 edges
+        (column j counts values from ``edges[j]`` to ``edges[j + 1]``; negative bins include their
+        right edge, positive ones their left), ``.attrs["zero_bin"]`` the column of exact zeros
+        (None when no value was 0).
+        """
+        validate.one_of("kind", kind, histogram.KINDS)
+        with self._connect(self._path(rank)) as conn:
+            has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'histograms'").fetchone()
+            rows = [] if not has_table else conn.execute(
+                "SELECT step, first, counts FROM histograms WHERE kind = ? AND layer = ?" + _steps_clause(steps)
+                + " ORDER BY step", (kind, layer)).fetchall()
+        if not rows:
+            recorded = self.histogram_layers(kind, rank)
+            if not recorded:
+                raise ValueError(f"kind: this run recorded no {kind} histograms (dg.watch(histograms=False), a "
+                                 "run written before histograms existed, or no sampled step yet)")
+            if layer not in recorded:
+                close = difflib.get_close_matches(str(layer), recorded, 1)
+                raise ValueError(f"layer: no {kind} histograms of {layer!r}"
+                                 + (f" (did you mean {close[0]!r}?)" if close else "")
+                                 + f"; recorded: {', '.join(recorded[:20])}" + (" ..." if len(recorded) > 20 else ""))
+        full = np.zeros((len(rows), histogram.N_BINS), dtype=np.int64)
+        for i, (_, first, blob) in enumerate(rows):
+            counts = histogram.decode(blob)
+            full[i, first:first + len(counts)] = counts
+        frame = histogram.frame([step for step, _, _ in rows], full)
+        frame.attrs.update(kind=kind, layer=layer)
+        return frame
+
     def layer_rows(self, column: str, above: float = 0.0, rank: int = 0) -> pd.DataFrame:
         """The (step, layer, value) rows where ``column`` > ``above``, by step: a scan inside
         SQLite that returns only the rare rows (e.g. NaN/Inf counts)."""
@@ -335,7 +382,8 @@ class Run:
         return [*paths, meta_path]
 
     def to_tensorboard(self, logdir: str | Path) -> Path:
-        """Write the scalars and per-layer statistics as TensorBoard events (needs ``tensorboard``)."""
+        """Write the scalars, per-layer statistics and histograms as TensorBoard events (needs
+        ``tensorboard``)."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
@@ -354,9 +402,33 @@ class Run:
                     tag = f"{column}/{layer}" if rank == 0 else f"rank{rank}/{column}/{layer}"
                     for step, value in zip(group["step"], group[column]):
                         writer.add_scalar(tag, value, int(step))
+            for rank in sorted(rank_of(p) for p in self.paths):
+                self._histograms_to_tensorboard(writer, rank)
         finally:
             writer.close()
         return logdir
+
+    def _histograms_to_tensorboard(self, writer: Any, rank: int) -> None:
+        """Each layer's histograms as TensorBoard histograms ("activations/<layer>", "gradients/...",
+        "weights/..."). TensorBoard wants finite bucket limits: the +-inf bins end at +-2^129; its
+        sum and sum of squares are taken at the bins' midpoints (geometric for magnitudes)."""
+        for kind in histogram.KINDS:
+            for layer in self.histogram_layers(kind, rank):
+                frame = self.histograms(kind, layer, rank=rank)
+                edges = np.clip(frame.attrs["edges"], -2.0 ** 129, 2.0 ** 129)
+                mid = np.sign(edges[:-1] + edges[1:]) * np.sqrt(np.abs(edges[:-1] * edges[1:]))
+                tag = f"{histogram.KIND_TITLES[kind]}/{layer}" if rank == 0 else \
+                    f"rank{rank}/{histogram.KIND_TITLES[kind]}/{layer}"
+                for step, counts in zip(frame.index, frame.to_numpy()):
+                    used = np.flatnonzero(counts)
+                    if not len(used):
+                        continue
+                    lo, hi = used[0], used[-1] + 1
+                    c = counts[lo:hi].astype(float)
+                    writer.add_histogram_raw(tag, min=float(edges[lo]), max=float(edges[hi]), num=float(c.sum()),
+                                             sum=float(c @ mid[lo:hi]), sum_squares=float(c @ mid[lo:hi] ** 2),
+                                             bucket_limits=edges[lo + 1:hi + 1].tolist(), bucket_counts=c.tolist(),
+                                             global_step=int(step))
 
     def __repr__(self) -> str:
         return f"Run({str(self.run_dir)!r})"

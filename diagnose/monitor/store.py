@@ -88,12 +88,15 @@ CREATE TABLE IF NOT EXISTS scalars (step INTEGER NOT NULL, name TEXT NOT NULL, v
 CREATE TABLE IF NOT EXISTS layer_stats (step INTEGER NOT NULL, layer TEXT NOT NULL,
     {", ".join(f'"{c}" REAL' for c in STORE_COLUMNS)}, PRIMARY KEY (step, layer));
 CREATE TABLE IF NOT EXISTS layers (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS histograms (step INTEGER NOT NULL, layer TEXT NOT NULL, kind TEXT NOT NULL,
+    first INTEGER NOT NULL, counts BLOB NOT NULL, PRIMARY KEY (step, layer, kind));
 CREATE INDEX IF NOT EXISTS layer_stats_nonfinite ON layer_stats(step) WHERE "nonfinite" > 0;
 """
 # ``layers``: each layer's name once, in the order first written (the model's order), so readers
 # need not scan the whole table for it. The partial index holds only the rare rows with NaN/Inf
 # counts: finding them costs nothing to write and no scan to read. (Runs written before these
-# existed are read by scanning.)
+# existed are read by scanning.) ``histograms``: per (step, layer, kind) the bins from ``first`` to
+# the last non-empty one, zlib-compressed int64 (statistics/histogram.py).
 NONFINITE_WHERE = '"nonfinite" > 0'
 
 
@@ -332,6 +335,10 @@ class RunWriter:
         entry on the training thread (the caller must not change the columns afterwards)."""
         self._put("layers", list(rows.items()))
 
+    def write_histograms(self, rows: Sequence[tuple[int, str, str, int, Any]]) -> None:
+        """Enqueue ``(step, layer, kind, first bin, compressed counts)`` rows (``histogram.encode``)."""
+        self._put("histograms", list(rows))
+
     def set_meta(self, **items: Any) -> None:
         """Enqueue metadata (JSON-serializable values)."""
         self._put("meta", {k: json.dumps(v, default=str) for k, v in items.items()})
@@ -508,6 +515,10 @@ class RunWriter:
             )
         elif kind == "layers":
             self._write_layers(conn, payload)
+        elif kind == "histograms":
+            conn.executemany("INSERT OR REPLACE INTO histograms(step, layer, kind, first, counts) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             [(int(s), str(layer), k, int(first), blob) for s, layer, k, first, blob in payload])
 
     def _write_layers(self, conn: sqlite3.Connection,
                       rows: Sequence[tuple[tuple[int, str], Mapping[str, Any]]]) -> None:

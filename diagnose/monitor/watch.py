@@ -20,6 +20,9 @@ sampled steps  parameter statistics (gradient, weight and   a pass over the grad
                                                             OF THE PARAMETERS for the whole run
                                                             (``parameters.py``) to measure the
                                                             update
+sampled steps  histograms of every observed output, every     a shift, a mask and a count per element
+(every 200     layer's gradient and weights (``histogram.py``: (~1.2 ns each on a CPU core); temporaries
+steps)         fixed log-spaced bins), counted on the device    under 1/8 of the tensor counted
 sampled steps  exact NaN/Inf counts                         one host sync (a single bool)
 a flush        the buffered values copied to the host and   one copy per device; the disk is the
                handed to the store's thread                 store's thread's
@@ -49,7 +52,7 @@ from torch import nn
 
 from diagnose import validate
 from diagnose.monitor import artifacts
-from diagnose.monitor.buffer import Buffer, CheckRecord
+from diagnose.monitor.buffer import Buffer, CheckRecord, HistogramRecord
 from diagnose.monitor.hooks import Hooks
 from diagnose.monitor.layers import LayerParams
 from diagnose.monitor.meta import distributed_rank, model_summary, now, optimizer_summary, versions
@@ -63,6 +66,7 @@ from diagnose.monitor.statistics import (
     default_output_statistics,
     default_parameter_statistics,
 )
+from diagnose.monitor.statistics.histogram import KINDS, LayerHistograms
 from diagnose.monitor.store import RunWriter, new_run_dir
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,15 @@ log = logging.getLogger(__name__)
 # Default cadence of the costlier statistics. Chosen with benchmarks/overhead.py so that the
 # default costs at most ~5 % of a plain CPU training step (see the README for the figures).
 DEFAULT_EVERY = 50
+HISTOGRAMS = "Histograms"  # the key of a histogram failure in meta["errors"]
+# Default steps between histograms. Counting costs a scatter per element (~1.2 ns on a CPU core,
+# 20x a norm's pass): on a CPU MLP one step's histograms cost about one training step
+# (benchmarks/overhead.py), so every 200 steps they add at most ~0.5 %.
+HISTOGRAM_EVERY = 200
+# Histogram counts wait on the device for the flush (16 KB per layer and kind); past this many bytes
+# the watch flushes at the end of the step (histogram_every=1 on a deep model would hold hundreds
+# of MB for flush_every steps otherwise).
+HISTOGRAM_FLUSH_BYTES = 4 << 20
 
 
 class Watch:
@@ -107,6 +120,10 @@ class Watch:
             (mean, scale) pair), saved so that reports show raw values.
         observe_noops: also record modules that return their input (``nn.Identity``,
             ``Dropout(p=0)``), left out by default.
+        histograms: record per-layer histograms of activations, gradients and weights
+            (``run.histograms(kind, layer)``; fixed symmetric log-spaced bins plus zero).
+        histogram_every: steps between histograms, taken at the first sampled step at or after
+            each (default 200, or every sampled step when ``every`` is larger).
     """
 
     def __init__(
@@ -117,7 +134,8 @@ class Watch:
         parameter_statistics: Sequence[ParameterStatistic] | None = None, track_nonfinite: bool = True,
         meta: dict[str, Any] | None = None, save_model: bool = False, sample: Any = None,
         feature_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
-        observe_noops: bool = False, feature_scaler: Any = None,
+        observe_noops: bool = False, feature_scaler: Any = None, histograms: bool = True,
+        histogram_every: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -132,6 +150,10 @@ class Watch:
         if overhead is not None:
             validate.fraction("overhead", overhead)
         validate.positive_int("flush_every", flush_every)
+        if not isinstance(histograms, bool):
+            raise TypeError(f"histograms: expected True or False, got {histograms!r}")
+        if histogram_every is not None:
+            validate.positive_int("histogram_every", histogram_every)
         validate.positive_number("flush_seconds", flush_seconds)
         self.model, self.optimizer = model, optimizer
         self.save_model, self.sample = save_model, sample
@@ -147,6 +169,10 @@ class Watch:
         self._outputs = OutputStatistics(self._observed, self._fail, self._errors.__contains__)
         self._parameters = ParameterStatistics(self.layers, optimizer, self.parameter_statistics, self._fail,
                                                self._errors.__contains__)
+        self._histograms = LayerHistograms() if histograms else None
+        self.histogram_every = histogram_every if histogram_every is not None else HISTOGRAM_EVERY
+        self._last_histogram: int | None = None
+        self._histogram_now = False  # the step in progress records histograms
 
         rank, world = distributed_rank()
         self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(rank)
@@ -156,6 +182,7 @@ class Watch:
             "every": every if overhead is None else None, "overhead_budget": overhead,
             "flush_every": flush_every, "rank": rank, "world_size": world,
             "layers": self.layers.names, "observed_modules": [o.name for o in self._observed],
+            "histograms": {"every": self.histogram_every, "kinds": list(KINDS)} if histograms else None,
             **(meta or {}),
         }, resume=resume, overwrite=overwrite, rank=rank)
         self.start_step = self.writer.start_step
@@ -236,6 +263,11 @@ class Watch:
             return
         with torch.no_grad():
             total = self._outputs.add(obs, output, tensors)  # the statistics' sum, if they took it
+            if self._histogram_now and self._histograms is not None and HISTOGRAMS not in self._errors:
+                try:
+                    self._histograms.add_output(obs.index, tensors)
+                except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
+                    self._fail(HISTOGRAMS, err)
             if self.nonfinite is not None:
                 if total is None:
                     total = self.nonfinite.total(tensors)
@@ -288,6 +320,8 @@ class Watch:
         optimizer, the parameters copied: the update is measured against the copy)."""
         self._step, self._plan = step, self.schedule.plan(step)
         self._forward_since_step = False
+        self._histogram_now = self._plan.sampled and self._histograms is not None and (
+            self._last_histogram is None or step - self._last_histogram >= self.histogram_every)
         if not self._plan.sampled:
             return
         try:
@@ -316,7 +350,7 @@ class Watch:
             self._check_budget()
         self._last_end = now
         self._begin_step(step + 1)
-        if flush:
+        if flush or self.buffer.histogram_bytes > HISTOGRAM_FLUSH_BYTES:
             self.flush()
         self._own = time.perf_counter() - now  # the next step's share: its hooks attached, the flush
 
@@ -357,6 +391,39 @@ class Watch:
                 order = self._outputs.forward_order()
                 if order is not None:
                     self.writer.set_meta(forward_order=order)
+            if self._histogram_now:
+                self._record_histograms(step)
+
+    def _record_histograms(self, step: int) -> None:
+        """The step's histograms: the outputs counted in the forward hooks, the gradients and the
+        weights now (after the update), per layer; on the device until the flush."""
+        histograms = self._histograms
+        if histograms is None:
+            return
+        self._last_histogram = step
+        try:
+            if HISTOGRAMS in self._errors:
+                return
+            outputs = histograms.outputs([o.name for o in self._observed])
+            if outputs is not None:
+                self.buffer.add(HistogramRecord(step, "act", *outputs))
+            layers = self.layers
+            if not layers.params:
+                return
+            with_grad = [(p.grad, owner) for p, owner in zip(layers.params, layers.owner_ids)
+                         if p.grad is not None and p.grad.is_floating_point()]
+            if with_grad:
+                names = [name for i, name in enumerate(layers.names) if i not in layers.missing]
+                counts = histograms.per_layer([g for g, _ in with_grad], [o for _, o in with_grad], len(layers),
+                                              layers.device)
+                keep = [i for i in range(len(layers)) if i not in layers.missing]
+                self.buffer.add(HistogramRecord(step, "grad", names, counts if len(keep) == len(layers)
+                                                else counts[keep]))
+            floating = [(p, owner) for p, owner in zip(layers.params, layers.owner_ids) if p.is_floating_point()]
+            self.buffer.add(HistogramRecord(step, "weight", layers.names, histograms.per_layer(
+                [p for p, _ in floating], [o for _, o in floating], len(layers), layers.device)))
+        except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
+            self._fail(HISTOGRAMS, err)
 
     def _end_checks(self, step: int) -> None:
         if self.nonfinite is None:
@@ -406,6 +473,8 @@ class Watch:
             self.writer.write_scalars(rows.scalars)
         if rows.layers:
             self.writer.write_layer_rows(rows.layers)
+        if rows.histograms:
+            self.writer.write_histograms(rows.histograms)
 
     def _found(self, first: dict[str, Any] | None) -> None:
         if first is None:
@@ -459,11 +528,13 @@ class Watch:
         statistics = [*self.output_statistics, *self.parameter_statistics]
         sites = {key[len("watch: "):] for key in self._errors if key.startswith("watch: ")}
         failed = {key.split("@")[0] for key in self._errors if not key.startswith("watch: ")}
+        histograms = {"histograms"} if self._histograms is not None else set()
         if sites - {"a forward hook", "the forward pre-hook"}:
-            return sorted({c for s in statistics for c in s.columns} | {"nonfinite"})
+            return sorted({c for s in statistics for c in s.columns} | {"nonfinite"} | histograms)
         if sites:
-            failed |= {type(s).__name__ for s in self.output_statistics}
-        return sorted({c for s in statistics if type(s).__name__ in failed for c in s.columns})
+            failed |= {type(s).__name__ for s in self.output_statistics} | {HISTOGRAMS}
+        return sorted({c for s in statistics if type(s).__name__ in failed for c in s.columns}
+                      | (histograms if HISTOGRAMS in failed else set()))
 
     def _save_artifacts(self) -> None:
         if self.save_model or self.sample is not None:

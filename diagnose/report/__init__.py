@@ -92,6 +92,7 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
     recorded = RunData.from_run(run)  # read once: findings, summary and curves share it
     summary = build.summary(run, recorded)
     training = build.training(run, recorded)
+    distributions = build.distributions(run, recorded, [f["layer"] for f in summary["findings"] if f["layer"]])
     if not summary["meta"]["complete"]:
         missing.insert(0, f"The run is {summary['meta']['state']}: the report shows what was recorded up to "
                           "its last flush.")
@@ -102,7 +103,8 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
                                               forward_kwargs, tokens, scaler)
     html = _ENV.get_template("report.html.j2").render(
         title=f"diagnose report: {Path(run_dir).resolve().name}", run_dir=str(run_dir), summary=summary,
-        training=training, explanations=explanations, missing=missing + training["missing"],
+        training=training, distributions=distributions, explanations=explanations,
+        missing=missing + training["missing"],
         tuning=build.tuning(tuning) if tuning is not None else None,
         consistency=build.consistency(consistency) if consistency is not None else None,
         preflight=build.preflight(preflight) if preflight is not None else None,

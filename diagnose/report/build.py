@@ -17,7 +17,7 @@ from diagnose.explain.registry import METHODS
 from diagnose.explain.tokens import is_token_input
 from diagnose.findings import RunData, evaluate
 from diagnose.monitor.run import Run
-from diagnose.monitor.statistics import statistic_plots
+from diagnose.monitor.statistics import histogram, statistic_plots
 from diagnose.monitor.store import LAYER_STAT_COLUMNS
 from diagnose.report import plots, svg
 
@@ -183,6 +183,46 @@ def training(run: Run, data: RunData) -> dict[str, Any]:
             "spark": plots.sparkline(series), "spark_of": SPARK_NAMES.get(spark_column, spark_column)})
     out["columns"] = [c for c in LAYER_STAT_COLUMNS if c in last]
     return out
+
+
+# Layers drawn per kind of histogram: the ones findings name first, then evenly spaced in forward order.
+HISTOGRAM_LAYERS = 6
+
+
+def pick_layers(layers: list[str], flagged: list[str], n: int) -> list[str]:
+    """Up to ``n`` of ``layers``: those in ``flagged`` first (at most half), then evenly spaced
+    (first and last included); returned in the order of ``layers``."""
+    chosen = [layer for layer in dict.fromkeys(flagged) if layer in set(layers)][: n // 2]
+    rest = [layer for layer in layers if layer not in chosen]
+    room = n - len(chosen)
+    if room > 0 and rest:
+        picks = np.unique(np.linspace(0, len(rest) - 1, min(room, len(rest))).round().astype(int))
+        chosen += [rest[i] for i in picks]
+    return [layer for layer in layers if layer in set(chosen)]
+
+
+def distributions(run: Run, data: RunData, flagged: list[str]) -> dict[str, Any] | None:
+    """Each kind's histograms over time for a few layers (``HISTOGRAM_LAYERS``); None when the run
+    recorded none."""
+    forward = data.meta.get("forward_order") or []
+    kinds = []
+    for kind in histogram.KINDS:
+        recorded = run.histogram_layers(kind)
+        if not recorded:
+            continue
+        position = {name: i for i, name in enumerate(forward)}
+        ordered = sorted(recorded, key=lambda name: position.get(name, len(position)))
+        chosen = pick_layers(ordered, flagged, HISTOGRAM_LAYERS)
+        frames = [(layer, run.histograms(kind, layer)) for layer in chosen]
+        steps = len(frames[0][1])
+        kinds.append({"kind": kind, "title": histogram.KIND_TITLES[kind], "layers": len(recorded),
+                      "shown": len(chosen), "steps": steps,
+                      "uri": plots.data_uri(plots.histogram_panels(frames, histogram.KIND_TITLES[kind]),
+                                            palette=True)})
+    if not kinds:
+        return None
+    every = (data.meta.get("histograms") or {}).get("every")
+    return {"kinds": kinds, "every": every, "max_layers": HISTOGRAM_LAYERS}
 
 
 def _pick_cases(exp: Any, labels: np.ndarray | None) -> list[tuple[str, int]]:

@@ -99,6 +99,90 @@ def heatmap(table: pd.DataFrame, title: str, log: bool, binned_by: int = 1, frac
 HEALTHY_UPDATE_RATIO = (1e-4, 1e-2)
 
 
+def _power_label(exponent: int) -> str:
+    """2**exponent in short scientific notation ("1e-3"), "inf" for the infinite bin."""
+    if exponent >= 128:
+        return "inf"
+    mantissa, power = f"{2.0 ** exponent:.0e}".split("e")
+    return f"{mantissa}e{int(power)}"
+
+
+def octave_rows(frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """A ``Run.histograms`` frame merged to one row per power of two and sign, ascending (the
+    negative octaves, zero, the positive ones; within a sign every octave between the smallest and
+    the largest used, so the axis has no holes): (row labels, rows x steps fractions of each step's
+    values, NaN where a step had none)."""
+    edges, counts = frame.attrs["edges"], frame.to_numpy(dtype=float)
+    lo, hi = edges[:-1], edges[1:]
+    used = counts.sum(axis=0) > 0
+    zero = (lo < 0) & (hi > 0)
+    negative = hi <= 0
+    magnitude = np.where(negative, -hi, lo)
+    with np.errstate(divide="ignore"):
+        octave = np.floor(np.log2(np.where(magnitude > 0, magnitude, 1.0))).astype(int)
+    sides: dict[int, list[tuple[int, int]]] = {}  # (sign, octave) per sign, ascending by value
+    for sign, mask in ((-1, used & negative), (1, used & ~negative & ~zero)):
+        if mask.any():
+            span = range(octave[mask].min(), octave[mask].max() + 1)
+            sides[sign] = [(sign, e) for e in (reversed(span) if sign < 0 else span)]
+    # the zero row: where zeros were counted, or as the divide between the two signs
+    middle = [(0, 0)] if (used & zero).any() or len(sides) == 2 else []
+    keys = sides.get(-1, []) + middle + sides.get(1, [])
+    row_of = {key: i for i, key in enumerate(keys)}
+    table = np.zeros((len(keys), counts.shape[0]))
+    for j in np.flatnonzero(used):
+        key = (0, 0) if zero[j] else (-1 if negative[j] else 1, int(octave[j]))
+        table[row_of[key]] += counts[:, j]
+    totals = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = table / np.where(totals > 0, totals, np.nan)
+    labels = ["0" if sign == 0 else ("-" if sign < 0 else "") + _power_label(e) for sign, e in keys]
+    return labels, table
+
+
+def histogram_panels(frames: list[tuple[str, pd.DataFrame]], statistic: str) -> Figure:
+    """Small multiples, one per layer: its histograms over time as a step x (sign, power of two)
+    heatmap, coloured by the fraction of the layer's values (log scale, 1e-6 .. 1)."""
+    cols = min(3, len(frames))
+    rows = int(np.ceil(len(frames) / cols))
+    fig = Figure(figsize=(8.5, 2.5 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    norm = LogNorm(vmin=1e-6, vmax=1.0)
+    image = None
+    for ax, (layer, frame) in zip(axes, frames):
+        labels, table = octave_rows(frame)
+        steps = frame.index.to_numpy(dtype=float)
+        if len(steps) > MAX_POINTS:  # sum counts over equal bins of steps (fractions: mean)
+            width = int(np.ceil(len(steps) / MAX_POINTS))
+            groups = np.arange(len(steps)) // width
+            table = np.stack([np.nanmean(table[:, groups == g], axis=1) for g in np.unique(groups)], axis=1)
+            steps = steps[::width][: table.shape[1]]
+        # column edges halfway between recorded steps, so uneven spacing shows as it is
+        mids = (steps[1:] + steps[:-1]) / 2 if len(steps) > 1 else np.array([])
+        first = steps[0] - (mids[0] - steps[0] if len(mids) else 0.5)
+        last = steps[-1] + (steps[-1] - mids[-1] if len(mids) else 0.5)
+        x = np.concatenate([[first], mids, [last]])
+        values = np.where(table > 0, table, np.nan)
+        image = ax.pcolormesh(x, np.arange(len(labels) + 1) - 0.5, values, norm=norm, cmap="viridis",
+                              shading="flat")
+        every = max(1, int(np.ceil(len(labels) / 8)))
+        origin = labels.index("0") if "0" in labels else 0  # ticks counted from the zero row: none crowds it
+        ticks = [t for t in range(origin % every, len(labels), every)]
+        ax.set_yticks(ticks, labels=[labels[t] for t in ticks], fontsize=8)
+        ax.set_ylim(-0.5, len(labels) - 0.5)
+        ax.set_title(layer if len(layer) <= 34 else "..." + layer[-31:], fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_facecolor("#f4f4f4")
+    for ax in axes[len(frames):]:
+        ax.axis("off")
+    fig.supxlabel("step", fontsize=8)
+    if image is not None:
+        bar = fig.colorbar(image, ax=list(axes[:len(frames)]), fraction=0.025)
+        bar.set_label(f"fraction of the {statistic}", fontsize=8)
+        bar.ax.tick_params(labelsize=8)
+    return fig
+
+
 def importance_bars(frame: pd.DataFrame, methods: list[str], top: int = 15) -> Figure:
     """Global importance (mean |attribution|, normalized per method) side by side."""
     head = frame.head(top).iloc[::-1]

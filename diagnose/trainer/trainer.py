@@ -75,6 +75,7 @@ class Trainer:
             a folder holding anything else is refused).
         run_meta: extra metadata stored with the run (JSON-serializable values).
         diagnostics_every: the watch's cadence for its costlier statistics (``every``).
+        histogram_every: steps between the watch's per-layer histograms (None: its default, 200).
         save_model: save the trained model and a sample of the validation (else training) data
             with the run, so ``diagnose report``/``explain`` work from ``run_dir`` alone.
         feature_names, class_names: saved with the sample, shown in reports.
@@ -105,6 +106,7 @@ class Trainer:
         overwrite: bool = False,
         run_meta: Mapping[str, Any] | None = None,
         diagnostics_every: int = DEFAULT_EVERY,
+        histogram_every: int | None = None,
         save_model: bool = False,
         feature_names: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
@@ -143,6 +145,7 @@ class Trainer:
         self.overwrite = overwrite
         self.run_meta = dict(run_meta or {})
         self.diagnostics_every = diagnostics_every
+        self.histogram_every = histogram_every
         self.save_model = save_model
         self.feature_names, self.class_names = feature_names, class_names
         self.feature_scaler = feature_scaler
@@ -300,6 +303,7 @@ class Trainer:
                 source = val_data if val_data is not None else train_data
                 sample = source if isinstance(source, (tuple, list)) else None
             run = watch(self.model, self.optimizer, self.run_dir, every=self.diagnostics_every,
+                        histogram_every=self.histogram_every,
                         meta={**self._run_meta(epochs, bs, n_train), **self.run_meta},
                         overwrite=self.overwrite, save_model=self.save_model,
                         sample=sample, feature_names=self.feature_names, class_names=self.class_names,

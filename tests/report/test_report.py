@@ -5,6 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -346,3 +347,37 @@ def test_heatmaps_in_forward_order_with_honest_colour_ranges(tmp_path):
     from diagnose.findings import RunData
     run = dg.load_run(run_dir)
     assert build.training(run, RunData.from_run(run))["ratio_lines"] is not None
+
+
+def test_octave_rows_merge_bins_per_power_of_two_with_zero_between_the_signs():
+    from diagnose.monitor.statistics import histogram as H
+    from diagnose.report import plots
+    values = [np.array([0.0, 0.0, 1.0, 1.1, -3.0], np.float32), np.array([1.9, 1.0, 0.3, -2.5, -2.0], np.float32)]
+    frame = H.frame([0, 10], np.stack([H.reference_counts(v) for v in values]))
+    labels, table = plots.octave_rows(frame)
+    # -[2, 4) | 0 | [0.25, 0.5) [0.5, 1) [1, 2): every octave between the smallest and largest used
+    assert labels == ["-2e0", "0", "2e-1", "5e-1", "1e0"]
+    np.testing.assert_allclose(table[:, 0], [0.2, 0.4, 0.0, 0.0, 0.4])
+    np.testing.assert_allclose(table[:, 1], [0.4, 0.0, 0.2, 0.0, 0.4])
+
+
+def test_pick_layers_puts_flagged_layers_first_then_spreads_evenly():
+    from diagnose.report.build import pick_layers
+    layers = [f"l{i}" for i in range(20)]
+    assert pick_layers(layers, [], 6) == ["l0", "l4", "l8", "l11", "l15", "l19"]
+    chosen = pick_layers(layers, ["l7", "missing", "l7"], 6)
+    assert "l7" in chosen and len(chosen) == 6 and chosen == sorted(chosen, key=layers.index)
+    assert pick_layers(layers[:3], [], 6) == layers[:3]
+
+
+def test_distributions_section_shows_each_kind_over_time(tmp_path):
+    model = dg.mlp(4, [8, 8, 8, 8], 2, activation="tanh")
+    run_dir = watched(tmp_path / "run", model, steps=40, every=2, histogram_every=4)
+    html = dg.report(run_dir, out=tmp_path / "r.html").read_text()
+    section = html.split('<section id="distributions">', 1)[1].split("</section>", 1)[0]
+    assert [t for t in ("activations", "gradients", "weights") if f"<h3>{t}</h3>" in section] == \
+        ["activations", "gradients", "weights"]
+    assert section.count("<img src=\"data:image/png") == 3
+    assert "6 of 9 layers" in section and "5 of 5 layers" in section and "10 recorded steps" in section
+    off = dg.report(watched(tmp_path / "off", dg.mlp(4, [8], 2), histograms=False), out=tmp_path / "o.html")
+    assert 'id="distributions"' not in off.read_text()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -171,6 +172,12 @@ with tempfile.TemporaryDirectory() as tmp:
 """
 
 
+# glibc keeps freed memory in its arenas, so a process's peak RSS lags its live memory by
+# megabytes at random: blocks of 64 KB and up are mapped and unmapped one by one instead, and the
+# heap is trimmed at once, so the peak follows what is allocated.
+MALLOC_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_ARENA_MAX": "2"}
+
+
 def cpu_memory(title: str, repeats: int, cadence: str) -> dict[str, float]:
     """Median peak RSS (MB) per variant, each in a fresh process, and the training's own memory."""
     peaks: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -178,7 +185,7 @@ def cpu_memory(title: str, repeats: int, cadence: str) -> dict[str, float]:
     for _ in range(repeats):
         for variant in VARIANTS:
             out = subprocess.run([sys.executable, "-c", CHILD, title, variant, cadence], capture_output=True,
-                                 text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+                                 text=True, check=True, cwd=Path(__file__).resolve().parents[1], env=MALLOC_ENV)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             peaks[variant].append(result["peak"])
             if variant == "plain":

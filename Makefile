@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # other version would pull a multi-GB CUDA build. Users get `torch>=2.2` from pyproject.toml.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean postgres
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
+
+# A throw-away PostgreSQL server on 127.0.0.1 (Debian's postgresql package; initdb into a temporary
+# folder, a free port, deleted on Ctrl-C): prints its URL, for `diagnose tune --storage URL`. The
+# tests start their own.
+postgres: $(VENV)/.installed
+	$(PY) -m diagnose.tune.pg_server
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

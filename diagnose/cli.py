@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +36,11 @@ def _load_config(path: str | Path) -> Any:
 
 def _config_dataset(config: dict[str, Any]) -> Any:
     """The bundled dataset a config names (``dataset:``, default digits)."""
-    import diagnose as dg
-    loaders: dict[str, Callable[[], Any]] = {"digits": dg.datasets.digits, "breast_cancer": dg.datasets.breast_cancer,
-                                             "cart_abandonment": dg.datasets.cart_abandonment}
+    from diagnose.tune.config import DATASETS, dataset
     name = config.get("dataset", "digits")
-    if name not in loaders:
-        raise ValueError(f"config: dataset must be one of {list(loaders)}, got {name!r}")
-    return loaders[name]()
+    if name not in DATASETS:
+        raise ValueError(f"config: dataset must be one of {list(DATASETS)}, got {name!r}")
+    return dataset(name)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -216,66 +213,81 @@ def _findings(args: argparse.Namespace) -> int:
     return 0
 
 
-TUNE_EXAMPLE = """\
-# diagnose tune config: tune a dg.mlp on a bundled dataset
-dataset: digits            # digits | breast_cancer | cart_abandonment
-model: {hidden: [64], dropout: 0.0}
-space:                     # dg.tune's space: a list = categories, [low, high] = a range,
-  hidden: [32, 64, 128]    #   {log_uniform: [low, high]} = a log-uniform range
-  lr: {log_uniform: [0.0001, 0.1]}
-  optimizer: [momentum, adam, adadelta]
-strategy: random           # grid | random | bayes | bayes_gp | evolutionary
-trials: 20
-epochs: 8
-metric: val_accuracy
-seed: 0
-"""
-
-
-def _space_from_config(raw: dict) -> dict[str, Any]:
-    import diagnose as dg
-    space: dict[str, Any] = {}
-    for name, spec in raw.items():
-        if isinstance(spec, dict) and set(spec) == {"log_uniform"}:
-            space[name] = dg.log_uniform(*spec["log_uniform"])
-        elif isinstance(spec, dict) and set(spec) == {"range"}:
-            space[name] = tuple(spec["range"])
-        elif isinstance(spec, list):
-            space[name] = spec
-        else:
-            raise ValueError(f"space.{name}: expected a list of values, {{range: [low, high]}} or "
-                             f"{{log_uniform: [low, high]}}, got {spec!r}")
-    return space
-
-
 def _tune(args: argparse.Namespace) -> int:
-    from torch import nn
+    import subprocess
+    from datetime import datetime
 
-    import diagnose as dg
-    config = _load_config(args.config)
-    if not isinstance(config, dict) or "space" not in config:
-        raise ValueError(f"config: {args.config} needs a 'space' mapping; for example:\n{TUNE_EXAMPLE}")
-    data = _config_dataset(config)
-    base = {"hidden": [64], "dropout": 0.0, **(config.get("model") or {})}
-
-    def model_fn(params: dict) -> nn.Module:
-        hidden = params.get("hidden", base["hidden"])
-        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        return dg.mlp(data.n_features, hidden, data.n_classes, dropout=params.get("dropout", base["dropout"]),
-                      batch_norm=bool(base.get("batch_norm", False)))
-    result = dg.tune_trainer(
-        model_fn, data.train, data.val, _space_from_config(config["space"]), strategy=config.get("strategy", "random"),
-        n_trials=args.trials or config.get("trials", 20), epochs=config.get("epochs", 10),
-        metric=config.get("metric", "val_loss"),
-        # workers sharing a study must not draw the same trials: each gets its own seed
-        seed=config.get("seed", 0) + (os.getpid() if (args.storage or config.get("storage")) else 0),
-        storage=args.storage or config.get("storage"), study_name=args.study or config.get("study"),
-        batch_size=config.get("batch_size", 32))
+    from diagnose.tune import config as tune_config
+    from diagnose.tune import workers
+    if args.workers < 1:
+        raise ValueError(f"--workers: expected a positive number of worker processes, got {args.workers}")
+    config = tune_config.load(args.config)
+    study = args.study or tune_config.default_study(config)
+    storage = args.storage or config.storage
+    if args.workers > 1 and storage is None:  # local workers share a SQLite file
+        storage = f"sqlite:///{Path('runs/tune') / (study + '.db')}"
+    run_dir = None
+    if not args.no_runs:  # one run directory per trial (a study's trial numbers are unique in its storage)
+        run_dir = args.run_dir or config.run_dir or str(
+            Path("runs/tune") / (study if storage else f"{study}-{datetime.now():%Y%m%d-%H%M%S}"))
+    from diagnose.tune.study import NoTrialCompleted, result_of
+    if args.workers == 1:
+        try:
+            result = tune_config.run(config, storage=storage, study=study if storage else None, trials=args.trials,
+                                     run_dir=run_dir, heartbeat=args.heartbeat)
+        except NoTrialCompleted as err:
+            if args.child:
+                return 0  # the parent says so, once
+            print(f"diagnose: {err}\n{workers.describe(err.study)}", file=sys.stderr)
+            return 1
+        if args.child:
+            return 0
+    else:
+        assert storage is not None
+        cmd = [sys.executable, "-m", "diagnose.cli", "tune", str(args.config), "--workers", "1", "--storage", storage,
+               "--study", study, "--heartbeat", str(args.heartbeat), "--child"]
+        cmd += ["--trials", str(args.trials)] if args.trials else []
+        cmd += ["--run-dir", run_dir] if run_dir else ["--no-runs"]
+        print(f"diagnose: {args.workers} workers on study {study!r} in {storage}; follow it with\n"
+              f"  diagnose tune-status {storage} {study}", flush=True)
+        import tempfile
+        logs = [tempfile.TemporaryFile(mode="w+") for _ in range(args.workers)]  # a pipe could fill and block
+        procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log) for log in logs]
+        failed = []
+        for proc, log in zip(procs, logs):
+            proc.wait()
+            log.seek(0)
+            if proc.returncode != 0:
+                failed.append(f"worker {proc.pid} exited with {proc.returncode}: {log.read().strip()[-1500:]}")
+            log.close()
+        for message in failed:
+            print(f"diagnose: {message}", file=sys.stderr)
+        shared = workers.load_study(storage, study)
+        try:
+            result = result_of(shared, shared.direction.name.lower())
+        except NoTrialCompleted as err:
+            print(f"diagnose: {err}\n{workers.describe(shared)}", file=sys.stderr)
+            return 1
+        if failed and len(failed) == len(procs):
+            return 1
     done = result.trials["state"].value_counts().to_dict()
     print(f"study: {len(result.trials)} trials in all ({', '.join(f'{v} {k.lower()}' for k, v in done.items())})")
-    print(f"best {config.get('metric', 'val_loss')}: {result.best_value:.4g} with {result.best_params}")
+    print(f"best {config.metric}: {result.best_value:.4g} with {result.best_params}")
     if result.importances:
         print("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()))
+    if run_dir:
+        try:
+            from diagnose.report.compare import compare_trials
+            page = compare_trials(result, 3, out=Path("reports") / f"{study}-best-trials.html")
+            print(f"best trials' runs compared: {page}  (each trial's run: {run_dir}/trial-<number>)")
+        except ValueError as err:
+            print(f"no comparison page: {err}")
+    return 0
+
+
+def _tune_status(args: argparse.Namespace) -> int:
+    from diagnose.tune import workers
+    print(workers.describe(workers.load_study(args.storage, args.study)))
     return 0
 
 
@@ -323,17 +335,37 @@ def build_parser() -> argparse.ArgumentParser:
                                           "plateaus), most severe first.")
     findings.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds run.sqlite)")
     findings.set_defaults(func=_findings)
-    tune = sub.add_parser("tune", help="run a hyperparameter search (one worker; start several to share a study)",
+    from diagnose.tune.config import EXAMPLE as TUNE_EXAMPLE
+    from diagnose.tune.workers import HEARTBEAT_SECONDS
+    tune = sub.add_parser("tune", help="run a hyperparameter search, on one or many worker processes and machines",
                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                          description="Tune a dg.mlp on a bundled dataset from a YAML config. Several workers "
-                                      "started with the same --storage and --study cooperate on one study "
-                                      "(sqlite:///tune.db on one machine, postgresql://... across machines).\n\n"
-                                      "Example config:\n\n" + TUNE_EXAMPLE)
+                          description="Tune a dg.mlp on a bundled dataset from a YAML config. --workers N runs N "
+                                      "local processes on one study (a SQLite file under runs/tune unless "
+                                      "--storage says otherwise); workers on other machines join it with the same "
+                                      "--storage URL (postgresql://user@host/db) and --study. The study runs the "
+                                      "config's number of trials in all; a worker killed mid-trial has its trial "
+                                      "run again by another. Each trial records its diagnostics in "
+                                      "runs/tune/<study>/trial-<number>.\n\nExample config:\n\n" + TUNE_EXAMPLE)
     tune.add_argument("config", metavar="CONFIG", help="a YAML file (see the example above)")
-    tune.add_argument("--storage", default=None, help="an Optuna storage URL shared by the workers")
-    tune.add_argument("--study", default=None, help="the study name shared by the workers")
-    tune.add_argument("--trials", type=int, default=None, help="trials for this worker (default: the config's)")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default: 1)")
+    tune.add_argument("--storage", default=None, help="a storage URL shared by the workers: sqlite:///path.db (one "
+                      "machine), postgresql://user@host/db (several), journal:///path/study.log")
+    tune.add_argument("--study", default=None, help="the study name shared by the workers (default: the config's "
+                      "'study', else the config file's name)")
+    tune.add_argument("--trials", type=int, default=None, help="the study's number of trials (default: the config's)")
+    tune.add_argument("--run-dir", default=None, help="where trials record their runs (default: runs/tune/<study>)")
+    tune.add_argument("--no-runs", action="store_true", help="record no per-trial runs")
+    tune.add_argument("--heartbeat", type=float, default=HEARTBEAT_SECONDS,
+                      help="seconds between a running trial's heartbeats; silent for 3, it is run again "
+                           "(default: %(default)s)")
+    tune.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     tune.set_defaults(func=_tune)
+    status = sub.add_parser("tune-status", help="the progress of a study (while its workers run)",
+                            description="Print a study's trials by state, the trials still queued and running, "
+                                        "and the best so far.")
+    status.add_argument("storage", metavar="STORAGE", help="the study's storage URL")
+    status.add_argument("study", metavar="STUDY", help="the study name")
+    status.set_defaults(func=_tune_status)
     cmp = sub.add_parser("compare", help="write one HTML page comparing recorded runs",
                          description="Compare two or more run directories on one self-contained page: curves "
                                      "overlaid, final and best metrics, the configuration that differs, each run's "

@@ -105,7 +105,7 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
         title=f"diagnose report: {Path(run_dir).resolve().name}", run_dir=str(run_dir), summary=summary,
         training=training, distributions=distributions, explanations=explanations,
         missing=missing + training["missing"],
-        tuning=build.tuning(tuning) if tuning is not None else None,
+        tuning=build.tuning(tuning, out.parent, _best_trials_page(tuning, out)) if tuning is not None else None,
         consistency=build.consistency(consistency) if consistency is not None else None,
         preflight=build.preflight(preflight) if preflight is not None else None,
         version=_version())
@@ -113,6 +113,17 @@ def report(run_dir: str | Path, model: nn.Module | None = None, data: Any = None
     out.write_text(html, encoding="utf-8")
     log.info("report written to %s (%d bytes)", out, len(html))
     return out
+
+
+def _best_trials_page(tuning: Any, out: Path) -> str | None:
+    """Where the tuned trials recorded their runs: the best three's comparison page beside the
+    report (``<report>-best-trials.html``), its name for the link; None without two such runs."""
+    try:
+        from diagnose.report.compare import compare_trials
+        page = compare_trials(tuning, 3, out=out.with_name(out.stem + "-best-trials.html"))
+    except ValueError:
+        return None
+    return page.name
 
 
 def prediction_page(run_dir: str | Path, index: int, out: str | Path | None = None, model: nn.Module | None = None,

@@ -4,7 +4,9 @@ the templates render. No HTML here: every string goes to Jinja2 with autoescape.
 from __future__ import annotations
 
 import math
+import os
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +18,9 @@ from diagnose.explain.api import compare_methods, explain
 from diagnose.explain.registry import METHODS
 from diagnose.explain.tokens import is_token_input
 from diagnose.findings import RunData, evaluate
-from diagnose.monitor.run import Run
+from diagnose.monitor.run import Run, load_run
 from diagnose.monitor.statistics import histogram, statistic_plots
-from diagnose.monitor.store import LAYER_STAT_COLUMNS
+from diagnose.monitor.store import LAYER_STAT_COLUMNS, RunFileError
 from diagnose.report import plots, svg
 
 EXPLAIN_ROWS = 500      # rows explained for the global view
@@ -466,14 +468,48 @@ def consistency(result: Any) -> dict[str, Any]:
     }
 
 
-def tuning(result: Any) -> dict[str, Any]:
-    """The hyperparameter search: trial history, importances, the best trials, the best's curves."""
+# Best trials whose recorded run the tuning section reads (its findings' verdict).
+TUNING_RUNS_READ = 5
+
+
+def _trial_health(run_dir: Path, relative_to: Path | None) -> dict[str, Any]:
+    """A trial's recorded run: its verdict and findings count, and a link to it."""
+    try:
+        run = load_run(run_dir)
+    except (FileNotFoundError, RunFileError, ValueError) as err:
+        return {"verdict": None, "note": f"run unreadable ({err})", "href": None, "path": str(run_dir)}
+    data = RunData.from_run(run)
+    evaluation = evaluate(data)
+    href = os.path.relpath(run_dir, relative_to) if relative_to is not None else str(run_dir)
+    return {"verdict": evaluation.verdict if data.meta.get("complete") or evaluation.verdict != "healthy"
+            else "no problems so far", "note": f"{len(evaluation.findings)} finding"
+            + ("" if len(evaluation.findings) == 1 else "s"), "href": href, "path": str(run_dir)}
+
+
+def _trial_history(result: Any, number: int) -> pd.DataFrame | None:
+    """A trial's per-epoch metrics: kept in memory by the process that ran it, else read from its
+    recorded run (another worker's trial)."""
+    history = result.histories.get(number)
+    if history is None and number in result.run_dirs:
+        try:
+            scalars = load_run(result.run_dirs[number]).scalars()
+        except (FileNotFoundError, RunFileError, ValueError):
+            return None
+        history = scalars.dropna(subset=["epoch"]) if "epoch" in scalars else None
+    return history
+
+
+def tuning(result: Any, out_dir: Path | None = None, compare_page: str | None = None) -> dict[str, Any]:
+    """The hyperparameter search: trial history, importances, the best trials (with their recorded
+    runs' health, linked relative to ``out_dir``), the best's curves."""
     trials = result.trials
-    param_cols = [c for c in trials.columns if c not in ("number", "value", "state", "duration_s", "prune_reason")]
-    ascending = result.direction == "minimize"
-    top = trials[trials["state"] == "COMPLETE"].sort_values("value", ascending=ascending).head(10)
+    param_cols = result.param_names
+    top = result.best_trials(10)
     best_number = int(top.iloc[0]["number"])
-    history = result.histories.get(best_number)
+    history = _trial_history(result, best_number)
+    runs = result.run_dirs
+    health = {int(n): _trial_health(runs[int(n)], out_dir) for n in top["number"][:TUNING_RUNS_READ]
+              if int(n) in runs}
     return {
         "direction": result.direction, "best_value": _fmt(result.best_value),
         "best_params": {k: _fmt(v) for k, v in result.best_params.items()},
@@ -481,10 +517,12 @@ def tuning(result: Any) -> dict[str, Any]:
         "history": svg.trial_history(trials, result.direction),
         "importances": plots.data_uri(plots.importances(result.importances)) if result.importances else None,
         "columns": param_cols,
-        "top": [{"number": int(r["number"]), "value": _fmt(float(r["value"])),
+        "top": [{"number": int(r["number"]), "value": _fmt(float(r["value"])), "health": health.get(int(r["number"])),
                  **{c: _fmt(r[c]) for c in param_cols}} for _, r in top.iterrows()],
+        "with_runs": bool(health),
         "pruned": [{"number": int(r["number"]), "reason": r["prune_reason"] or "pruned by the median rule"}
                    for _, r in trials[trials["state"] == "PRUNED"].head(10).iterrows()],
         "best_curves": svg.training_curves(history, None) if history is not None and len(history) else None,
         "best_number": best_number,
+        "compare_page": compare_page,
     }

@@ -186,6 +186,16 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     return out
 
 
+def compare_trials(result: Any, k: int = 3, out: str | Path | None = None) -> Path:
+    """The comparison page of a tuning study's ``k`` best trials' recorded runs
+    (``tune_trainer(run_dir=...)``); a ValueError when fewer than two have one."""
+    dirs = result.best_run_dirs(k)
+    if len(dirs) < 2:
+        raise ValueError("result: a comparison needs two complete trials with a recorded run; pass run_dir= to "
+                         f"tune_trainer (this study has {len(dirs)})")
+    return compare(dirs, out=out)
+
+
 def compare_optimizers(model_fn: Any, train: Any, val: Any = None, *, run_dir: str | Path | None = None,
                        out: str | Path | None = None, **kwargs: Any) -> Any:
     """``dg.compare_optimizers``: train the model under each optimizer from the same start (see

@@ -6,10 +6,9 @@ import inspect
 import logging
 import math
 import numbers
-import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -17,12 +16,26 @@ import optuna
 import pandas as pd
 
 from diagnose import validate
+from diagnose.tune import workers
 from diagnose.tune.space import Dimension, decode, parse_space
 from diagnose.tune.strategies import make_sampler
 
 log = logging.getLogger(__name__)
 
 Objective = Callable[..., float]
+
+
+class NoTrialCompleted(RuntimeError):
+    """Every trial of the study failed or was pruned: there is no best (``study`` says why)."""
+
+    def __init__(self, message: str, study: optuna.Study) -> None:
+        super().__init__(message)
+        self.study = study
+
+
+# The columns of ``TuneResult.trials`` that are not parameters.
+TRIAL_COLUMNS = ("number", "value", "state", "duration_s", "prune_reason", "last_reported", "last_reported_step",
+                 "run_dir")
 
 
 @dataclass
@@ -37,29 +50,35 @@ class TuneResult:
     study: optuna.Study
     histories: dict[int, pd.DataFrame] = field(default_factory=dict)
 
+    @property
+    def param_names(self) -> list[str]:
+        """The tuned parameters (the columns of ``trials`` that are not bookkeeping)."""
+        return [c for c in self.trials.columns if c not in TRIAL_COLUMNS]
+
+    @property
+    def run_dirs(self) -> dict[int, Path]:
+        """Trial number -> the run directory of its diagnostics (``tune_trainer(run_dir=...)``), for
+        the trials of every worker that recorded one."""
+        if "run_dir" not in self.trials:
+            return {}
+        rows = self.trials.dropna(subset=["run_dir"])
+        return {int(n): Path(d) for n, d in zip(rows["number"], rows["run_dir"])}
+
+    def best_trials(self, k: int = 3) -> pd.DataFrame:
+        """The ``k`` best complete trials, best first."""
+        done = self.trials[self.trials["state"] == "COMPLETE"]
+        return done.sort_values("value", ascending=self.direction == "minimize").head(k)
+
+    def best_run_dirs(self, k: int = 3) -> list[Path]:
+        """The recorded runs of the ``k`` best complete trials that have one, best first: what
+        ``dg.compare(result.best_run_dirs(3))`` puts side by side."""
+        validate.positive_int("k", k)
+        dirs = self.run_dirs
+        return [dirs[int(n)] for n in self.best_trials(len(self.trials))["number"] if int(n) in dirs][:k]
+
     def __repr__(self) -> str:
         done = int((self.trials["state"] == "COMPLETE").sum()) if len(self.trials) else 0
         return f"TuneResult(best_value={self.best_value:.4g}, best_params={self.best_params}, {done} trials complete)"
-
-
-def _storage(url: str | None) -> optuna.storages.BaseStorage | None:
-    if url is None:
-        return None
-    if "://" not in url or url.startswith("redis"):
-        return url  # type: ignore[return-value]  # Optuna resolves journal/redis URLs itself
-    from sqlalchemy.exc import SQLAlchemyError
-    # SQLite: several worker processes on one machine wait for the write lock instead of failing
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(6):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except SQLAlchemyError:
-            # workers started together race to create the schema of a new database: the loser
-            # retries once the winner's tables exist
-            if attempt == 5:
-                raise
-            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
-    raise AssertionError("unreachable")
 
 
 def _wants_trial(objective: Objective) -> bool:
@@ -76,13 +95,41 @@ def _as_value(value: Any) -> float:
 
 
 def create_study(dims: list[Dimension], strategy: str, direction: str, seed: int | None, storage: str | None,
-                 study_name: str | None, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """The Optuna study for a space and strategy (joined if it already exists in ``storage``)."""
+                 study_name: str | None, pruner: optuna.pruners.BasePruner | None = None,
+                 heartbeat: float | None = workers.HEARTBEAT_SECONDS) -> tuple[optuna.Study, bool]:
+    """The Optuna study for a space and strategy, and whether this call created it (a study
+    already in ``storage`` under ``study_name`` is joined)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our result and report say what happened
-    return optuna.create_study(storage=_storage(storage), sampler=make_sampler(strategy, dims, seed),
-                               pruner=pruner or optuna.pruners.NopPruner(), study_name=study_name,
-                               direction=cast(Literal["minimize", "maximize"], direction),
-                               load_if_exists=storage is not None)
+    sampler = make_sampler(strategy, dims, seed)
+    pruner = pruner or optuna.pruners.NopPruner()
+    goal = cast(Literal["minimize", "maximize"], direction)
+    if storage is None:
+        return optuna.create_study(sampler=sampler, pruner=pruner, study_name=study_name, direction=goal), True
+    backend = workers.storage_from_url(storage, heartbeat)
+    try:
+        return optuna.create_study(storage=backend, sampler=sampler, pruner=pruner, study_name=study_name,
+                                   direction=goal), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=study_name, storage=backend, sampler=sampler, pruner=pruner)
+        if study.direction.name.lower() != direction:
+            raise ValueError(f"direction: study {study_name!r} in {storage} is to {study.direction.name.lower()}, "
+                             f"not {direction}") from None
+        return study, False
+
+
+def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int | None,
+               shared: bool, created: bool, timeout: float | None = None, progress: bool = False) -> None:
+    """Run the study: in this process alone (``optimize``), or as one worker of a shared study
+    whose budget of ``n_trials`` is queued once, by its creator (``workers.py``)."""
+    if not shared or n_trials is None:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, show_progress_bar=progress,
+                       catch=(), gc_after_trial=False)
+        return
+    if created:
+        workers.queue_budget(study, n_trials)
+    else:
+        workers.wait_for_budget(study, n_trials)
+    workers.work(study, objective, timeout)
 
 
 def result_of(study: optuna.Study, direction: str, histories: dict[int, pd.DataFrame] | None = None) -> TuneResult:
@@ -97,11 +144,13 @@ def result_of(study: optuna.Study, direction: str, histories: dict[int, pd.DataF
                      "value": t.value if t.value is not None else math.nan, "state": t.state.name,
                      "duration_s": duration, "prune_reason": t.user_attrs.get("prune_reason"),
                      "last_reported": t.intermediate_values[last] if last is not None else math.nan,
-                     "last_reported_step": last if last is not None else math.nan})
+                     "last_reported_step": last if last is not None else math.nan,
+                     "run_dir": t.user_attrs.get("run_dir")})
     trials = pd.DataFrame(rows)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise RuntimeError("tune: no trial completed; see the trials' states and prune reasons")
+        raise NoTrialCompleted(f"tune: no trial of study {study.study_name!r} completed; see the trials' states and "
+                               "prune reasons", study)
     importances: dict[str, float] = {}
     if len(complete) >= 4 and len(study.best_params) > 1:
         try:
@@ -124,6 +173,7 @@ def tune(
     timeout: float | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     progress: bool = False,
+    heartbeat: float | None = workers.HEARTBEAT_SECONDS,
 ) -> TuneResult:
     """Search ``space`` for the parameters that optimize ``objective(params) -> float``.
 
@@ -136,9 +186,13 @@ def tune(
             ``random``, ``bayes`` (TPE), ``bayes_gp`` (Gaussian process), ``evolutionary`` (CMA-ES;
             a genetic algorithm when the space has categories).
         seed: makes a single-process study reproducible.
-        storage, study_name: an Optuna storage URL (``sqlite:///tune.db``, ``postgresql://...``):
-            every process started with the same pair works on one study, and the result covers
-            all their trials.
+        storage, study_name: a storage URL (``sqlite:///runs/tune.db``, ``postgresql://user@host/db``,
+            ``journal:///path/study.log``): every process started with the same pair works on one
+            study of ``n_trials`` trials in all (queued by the process that creates it; the others
+            take queued trials until none is left), and the result covers all their trials.
+        heartbeat: seconds between a running trial's heartbeats in an RDB storage; a trial silent
+            for 3 heartbeats (its worker was killed) is marked failed and run again by another
+            worker (``diagnose/tune/workers.py``). None: no heartbeats, no retries.
     """
     dims = parse_space(space)
     validate.one_of("direction", direction, ("minimize", "maximize"))
@@ -148,7 +202,7 @@ def tune(
         validate.positive_int("n_trials", n_trials)
     if not callable(objective):
         raise TypeError(f"objective: expected a callable params -> float, got {type(objective).__name__}")
-    study = create_study(dims, strategy, direction, seed, storage, study_name, pruner)
+    study, created = create_study(dims, strategy, direction, seed, storage, study_name, pruner, heartbeat)
     with_trial = _wants_trial(objective)
 
     def run(trial: optuna.Trial) -> float:
@@ -156,6 +210,5 @@ def tune(
         value = objective(params, trial) if with_trial else objective(params)
         return _as_value(value)
 
-    study.optimize(run, n_trials=n_trials, timeout=timeout, show_progress_bar=progress,
-                   catch=(), gc_after_trial=False)
+    run_trials(study, run, n_trials, storage is not None, created, timeout, progress)
     return result_of(study, direction)

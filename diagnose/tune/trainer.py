@@ -4,9 +4,11 @@ training produces non-finite values or exploding gradients."""
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -15,14 +17,17 @@ import pandas as pd
 import torch
 from torch import nn
 
+from diagnose.findings.divergence import CRITICAL_FACTOR
 from diagnose.trainer.callbacks import Callback
 from diagnose.trainer.cross_validation import cross_validate
 from diagnose.trainer.data import DataLike
+from diagnose.trainer.losses import resolve_loss
 from diagnose.trainer.optimizers import resolve_optimizer
 from diagnose.trainer.regularizers import L1, L2
 from diagnose.trainer.trainer import Trainer
 from diagnose.tune.space import decode, parse_space
-from diagnose.tune.study import TuneResult, create_study, result_of
+from diagnose.tune.study import TuneResult, create_study, result_of, run_trials
+from diagnose.tune.workers import HEARTBEAT_SECONDS
 
 # Parameters the trainer takes itself; every other parameter goes to model_fn only.
 TRAINER_PARAMS = ("optimizer", "lr", "batch_size", "l1", "l2", "momentum")
@@ -30,18 +35,23 @@ TRAINER_PARAMS = ("optimizer", "lr", "batch_size", "l1", "l2", "momentum")
 # (the same factor as the exploding_gradient finding).
 EXPLODING_GROWTH = 1e3
 GRAD_CHECK_EVERY = 10  # steps between gradient-norm samples (one fused norm each)
+RUNAWAY = CRITICAL_FACTOR  # an epoch's train loss this many times the first step's: diverged
 
 
 class _TrialGuard(Callback):
     """Reports the monitored metric to Optuna each epoch and prunes the trial when the pruner says
-    so, or when training goes non-finite or its gradients explode. The reason is kept on the trial."""
+    so, or when training goes non-finite, its gradients explode or its loss runs away (10x the
+    first step's, the divergence finding's critical level). The reason is kept on the trial."""
 
     def __init__(self, trial: optuna.Trial, metric: str, prune: bool) -> None:
         self.trial, self.metric, self.prune = trial, metric, prune
         self.norms: list[torch.Tensor] = []
         self.baseline: float | None = None
+        self.first_loss: torch.Tensor | float | None = None
 
     def on_step_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        if self.first_loss is None:
+            self.first_loss = loss.detach()  # read at the epoch's end: no sync here
         if step % GRAD_CHECK_EVERY == 0:
             grads = [p.grad.detach() for p in trainer.model.parameters() if p.grad is not None]
             if grads:
@@ -54,8 +64,16 @@ class _TrialGuard(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Mapping[str, float]) -> None:
         norms = torch.stack(self.norms).cpu().numpy() if self.norms else np.zeros(0)  # note: one sync per epoch
         self.norms = []
-        if not math.isfinite(logs.get("train_loss", 0.0)) or not np.isfinite(norms).all():
+        train_loss = logs.get("train_loss", 0.0)
+        if not math.isfinite(train_loss) or not np.isfinite(norms).all():
             self._stop(f"non-finite values in training at epoch {epoch} (loss or gradients)")
+        if isinstance(self.first_loss, torch.Tensor):
+            self.first_loss = float(self.first_loss)
+        if self.first_loss is not None and self.first_loss > 0 and train_loss > RUNAWAY * self.first_loss:
+            # the divergence finding's critical level: a loss that ran away from where it started (a
+            # blow-up that left dead units behind keeps it finite, and its gradients small again)
+            self._stop(f"diverged at epoch {epoch}: train loss {train_loss:.4g}, more than {RUNAWAY:g}x the "
+                       f"first step's {self.first_loss:.4g}")
         if len(norms):
             if self.baseline is None:
                 self.baseline = float(np.median(norms))
@@ -70,11 +88,59 @@ class _TrialGuard(Callback):
             self._stop(f"{self.metric} {value:.4g} at epoch {epoch} was worse than the median of earlier trials")
 
 
+class _ReadParams(dict[str, Any]):
+    """The trial's parameters as ``model_fn`` sees them, noting which it reads: a parameter that
+    is neither the Trainer's nor read by ``model_fn`` is a misspelling or a no-op, and an error."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    # ``**params`` and iteration read every one
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        self.read.update(super().keys())
+        return super().keys()
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        self.read.update(super().keys())
+        return super().items()
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        self.read.update(super().keys())
+        return super().values()
+
+    def __iter__(self) -> Iterator[str]:
+        self.read.update(super().keys())
+        return super().__iter__()
+
+
 def _call_model_fn(model_fn: Callable[..., nn.Module], params: dict[str, Any]) -> nn.Module:
     takes_params = len(inspect.signature(model_fn).parameters) > 0
-    model = model_fn(params) if takes_params else model_fn()
+    seen = _ReadParams(params)
+    model = model_fn(seen) if takes_params else model_fn()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_fn: must return an nn.Module, got {type(model).__name__}")
+    unused = [name for name in params if name not in TRAINER_PARAMS and name not in seen.read]
+    if unused:
+        read = sorted(seen.read & set(params))
+        hints = [f"{name!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+            name, [*TRAINER_PARAMS, *read], 1)) else "") for name in unused]
+        raise ValueError(f"space: {', '.join(hints)} {'is' if len(unused) == 1 else 'are'} neither a Trainer "
+                         f"parameter ({', '.join(TRAINER_PARAMS)}) nor read by model_fn"
+                         + ("" if takes_params else " (it takes no parameters)")
+                         + ": tuning it would change nothing")
     return model
 
 
@@ -114,6 +180,8 @@ def tune_trainer(
     storage: str | None = None,
     study_name: str | None = None,
     progress: bool = False,
+    heartbeat: float | None = HEARTBEAT_SECONDS,
+    run_dir: str | Path | None = None,
     **trainer_kwargs: Any,
 ) -> TuneResult:
     """Tune the Trainer: each trial builds ``model_fn(params)`` and trains it with the trial's
@@ -129,11 +197,24 @@ def tune_trainer(
         prune: stop trials whose intermediate metric is worse than the median of earlier trials
             at the same epoch (Optuna's MedianPruner). Trials whose training goes non-finite or
             whose gradients explode are always stopped; ``trials["prune_reason"]`` says why.
+        storage, study_name, heartbeat: several processes on one study (see ``dg.tune``).
+        run_dir: record each trial's diagnostics in ``run_dir/trial-<number>`` (with folds, one
+            sub-directory per fold inside it); ``result.run_dirs`` and the report's tuning section
+            link them; ``dg.compare(result.best_run_dirs(3))`` puts the best trials' runs side by side.
         trainer_kwargs: fixed ``dg.Trainer`` arguments (loss, regularizers, early_stopping, ...).
+
+    A space parameter that is neither the Trainer's nor read by ``model_fn`` (a misspelling such
+    as ``hiden``) is an error at the first trial, before any training.
     """
     dims = parse_space(space)
-    if metric not in ("val_loss", "val_accuracy") and not metric.startswith("val_"):
-        raise ValueError(f"metric: expected a validation metric such as 'val_loss' or 'val_accuracy', got {metric!r}")
+    _, loss_spec = resolve_loss(trainer_kwargs.get("loss", "cross_entropy"))
+    metrics = ["val_loss"] + (["val_accuracy"] if loss_spec is not None and loss_spec.classification else [])
+    if metric not in metrics:
+        close = difflib.get_close_matches(str(metric), metrics, 1)
+        raise ValueError(f"metric: expected one of {metrics} (what the Trainer measures on the validation data "
+                         f"with this loss), got {metric!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    if "run_dir" in trainer_kwargs:
+        raise TypeError("run_dir: pass it to tune_trainer itself (each trial records into its own sub-directory)")
     if val is None and folds is None:
         raise ValueError("val: validation data is required (or set folds=k for cross-validation)")
     if folds is not None and not (isinstance(train, (tuple, list)) and len(train) == 2):
@@ -141,7 +222,7 @@ def tune_trainer(
                         f"{type(train).__name__}; pass the pair, or val= without folds")
     direction = direction or ("maximize" if "accuracy" in metric else "minimize")
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1) if prune and folds is None else None
-    study = create_study(dims, strategy, direction, seed, storage, study_name, pruner)
+    study, created = create_study(dims, strategy, direction, seed, storage, study_name, pruner, heartbeat)
     histories: dict[int, pd.DataFrame] = {}
     trainer_kwargs.setdefault("progress", False)
     trial_metric = metric.removeprefix("val_")
@@ -149,6 +230,9 @@ def tune_trainer(
     def objective(trial: optuna.Trial) -> float:
         params = {d.name: decode(d.suggest(trial)) for d in dims}
         kwargs, fit_batch = _trainer_kwargs(params, trainer_kwargs, batch_size)
+        if run_dir is not None:  # the trial's diagnostics, readable by every worker and the report
+            kwargs["run_dir"] = str((Path(run_dir) / f"trial-{trial.number:04d}").resolve())
+            trial.set_user_attr("run_dir", kwargs["run_dir"])
         torch.manual_seed(seed + trial.number)
         if folds is not None:
             pair = cast(tuple[Any, Any], train)  # checked above
@@ -165,5 +249,5 @@ def tune_trainer(
             guard._stop("non-finite validation metric after training")
         return float(value)
 
-    study.optimize(objective, n_trials=n_trials, show_progress_bar=progress)
+    run_trials(study, objective, n_trials, storage is not None, created, progress=progress)
     return result_of(study, direction, histories)

@@ -1,6 +1,7 @@
-"""Several worker processes on one study, on a real PostgreSQL server and on SQLite: started at
-the same moment, an exact trial count, every trial run once, and a worker killed with SIGKILL in
-the middle of a trial whose trial is failed through its heartbeat and run again."""
+"""Several worker processes on one study, on a real PostgreSQL server, on SQLite and (without
+heartbeats) on Optuna's journal file: started at the same moment, an exact trial count, every
+trial run once, and a worker killed with SIGKILL in the middle of a trial whose trial is failed
+through its heartbeat and run again (PostgreSQL, SQLite)."""
 
 import os
 import signal
@@ -39,21 +40,30 @@ def started(marks):
     return [tuple(int(v) for v in name.split(".")) for name in os.listdir(marks)]
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def storage(request, tmp_path):
-    if request.param == "postgresql":
+def storage_url(kind, tmp_path, request):
+    if kind == "postgresql":
         return request.getfixturevalue("postgres_url")
+    if kind == "journal":  # Optuna's journal file: one machine, or a shared file system
+        return f"journal://{tmp_path / 'journal' / 'study.log'}"
     return f"sqlite:///{tmp_path / 'db' / 'tune.db'}"  # its folder does not exist yet
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def storage(request, tmp_path):
+    return storage_url(request.param, tmp_path, request)
+
+
 @pytest.mark.slow
-def test_four_workers_started_together_run_each_trial_once(storage, tmp_path):
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite", "journal"])
+def test_four_workers_started_together_run_each_trial_once(kind, tmp_path, request):
+    storage = storage_url(kind, tmp_path, request)
     study_name = f"together-{uuid.uuid4().hex[:8]}"
     workers = start_workers(4, storage, study_name, 20, tmp_path / "marks", 0.2)
     for w in workers:
         out, err = w.communicate(timeout=300)
         assert w.returncode == 0, err[-3000:]  # no schema-creation race, no lock error
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    from diagnose.tune.workers import load_study
+    study = load_study(storage, study_name)
     assert len(study.trials) == 20
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     runs = started(tmp_path / "marks")

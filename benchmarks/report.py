@@ -2,7 +2,7 @@
 steps x 223 layers).
 
 Writes a synthetic run straight into the store (every statistic at every step, with a trend and
-noise), then times ``dg.report`` on it (median of repeats) and prints the HTML size.
+noise, and histograms every 200 steps), then times ``dg.report`` on it (median of repeats) and prints the HTML size.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import diagnose as dg
+from diagnose.monitor.statistics import histogram
 from diagnose.monitor.store import RunWriter
 
 
 def synthetic_run(run_dir: Path, steps: int, layers: int, seed: int = 0) -> None:
+    """A recorded run of ``steps`` x ``layers`` with every statistic at every step and histograms
+    every 200 steps, written straight into the store."""
     rng = np.random.default_rng(seed)
     names = [f"block{i // 2}.{'fc' if i % 2 == 0 else 'act'}" for i in range(layers)]
     writer = RunWriter(run_dir, {"source": "benchmark", "steps": steps, "every": 1,
@@ -40,6 +44,16 @@ def synthetic_run(run_dir: Path, steps: int, layers: int, seed: int = 0) -> None
                              "saturated_frac": float("nan"), "nonfinite": 0.0})
         writer.write_layer_stats(rows)
         writer.flush()  # bounds the queue: the writer thread commits as fast as rows are made
+    # histograms at the default cadence (every 200 steps): outputs of every layer, gradients and
+    # weights of the layers with parameters
+    histograms = []
+    for s in range(0, steps, 200):
+        for j, name in enumerate(names):
+            for kind in ("act", "grad", "weight") if j % 2 == 0 else ("act",):
+                values = torch.randn(4096) * 10.0 ** (-j / 10) * (1e-3 if kind == "grad" else 1.0)
+                first, counts = histogram.trim(histogram.canonical(histogram.device_counts(values).numpy()))
+                histograms.append((s, name, kind, first, histogram.encode(counts)))
+    writer.write_histograms(histograms)
     writer.close()
 
 

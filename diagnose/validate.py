@@ -64,6 +64,13 @@ def fraction(name: str, value: Any, *, closed: bool = False) -> float:
     return float(value)
 
 
+def did_you_mean(name: Any, options: Collection[Any]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``options`` to a misspelt ``name``, or ''."""
+    import difflib
+    match = difflib.get_close_matches(str(name), [str(o) for o in options], 1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def one_of(name: str, value: T, options: Collection[Any]) -> T:
     """One of ``options`` (names, modes)."""
     if value not in options:

@@ -14,7 +14,6 @@ narrow ones, so a 100k-step x 30-layer run is read in seconds and well under 1 G
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -281,9 +280,7 @@ class Run:
                 raise ValueError(f"kind: this run recorded no {kind} histograms (dg.watch(histograms=False), a "
                                  "run written before histograms existed, or no sampled step yet)")
             if layer not in recorded:
-                close = difflib.get_close_matches(str(layer), recorded, 1)
-                raise ValueError(f"layer: no {kind} histograms of {layer!r}"
-                                 + (f" (did you mean {close[0]!r}?)" if close else "")
+                raise ValueError(f"layer: no {kind} histograms of {layer!r}{validate.did_you_mean(layer, recorded)}"
                                  + f"; recorded: {', '.join(recorded[:20])}" + (" ..." if len(recorded) > 20 else ""))
         full = np.zeros((len(rows), histogram.N_BINS), dtype=np.int64)
         for i, (_, first, blob) in enumerate(rows):

@@ -9,13 +9,14 @@ always categories, and a list of two numbers gets a warning saying so.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from diagnose.validate import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,6 @@ KEYS = {
 MODEL_KEYS = ("hidden", "dropout", "batch_norm", "activation")
 DATASETS = ("digits", "breast_cancer", "cart_abandonment")
 METRICS = ("val_loss", "val_accuracy")  # the bundled datasets are classification tasks
-
-
-def _close(name: str, options: Any) -> str:
-    match = difflib.get_close_matches(str(name), [str(o) for o in options], 1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 @dataclass
@@ -89,7 +85,7 @@ def parse_space(raw: Any) -> dict[str, Any]:
     space: dict[str, Any] = {}
     for name, spec in raw.items():
         if name not in known:
-            raise ValueError(f"config: space.{name} is not a parameter this run uses{_close(name, known)}; "
+            raise ValueError(f"config: space.{name} is not a parameter this run uses{did_you_mean(name, known)}; "
                              f"tunable: {', '.join(TRAINER_PARAMS)} (the Trainer), {', '.join(MODEL_KEYS)} (the model)")
         if isinstance(spec, Mapping) and set(spec) == {"log_uniform"}:
             space[name] = log_uniform(*_pair(name, spec["log_uniform"]))
@@ -127,25 +123,27 @@ def load(path: str | Path) -> TuneConfig:
         raise ValueError(f"config: {path} needs a 'space' mapping; for example:\n{EXAMPLE}")
     for key in raw:
         if key not in KEYS:
-            raise ValueError(f"config: unknown key {key!r}{_close(key, KEYS)}; the keys are: "
+            raise ValueError(f"config: unknown key {key!r}{did_you_mean(key, KEYS)}; the keys are: "
                              + ", ".join(f"{k} ({v})" for k, v in KEYS.items()))
     model = raw.get("model") or {}
     if not isinstance(model, Mapping):
         raise ValueError(f"config: model must be a mapping of {', '.join(MODEL_KEYS)}, got {model!r}")
     for key in model:
         if key not in MODEL_KEYS:
-            raise ValueError(f"config: model.{key} is not a model setting{_close(key, MODEL_KEYS)}; "
+            raise ValueError(f"config: model.{key} is not a model setting{did_you_mean(key, MODEL_KEYS)}; "
                              f"settings: {', '.join(MODEL_KEYS)}")
     dataset = raw.get("dataset", "digits")
     if dataset not in DATASETS:
-        raise ValueError(f"config: dataset must be one of {list(DATASETS)}, got {dataset!r}{_close(dataset, DATASETS)}")
+        raise ValueError(f"config: dataset must be one of {list(DATASETS)}, got {dataset!r}"
+                         f"{did_you_mean(dataset, DATASETS)}")
     strategy = raw.get("strategy", "random")
     if strategy not in list_strategies():
         raise ValueError(f"config: strategy must be one of {list_strategies()}, got {strategy!r}"
-                         f"{_close(strategy, list_strategies())}")
+                         f"{did_you_mean(strategy, list_strategies())}")
     metric = raw.get("metric", "val_loss")
     if metric not in METRICS:
-        raise ValueError(f"config: metric must be one of {list(METRICS)}, got {metric!r}{_close(metric, METRICS)}")
+        raise ValueError(f"config: metric must be one of {list(METRICS)}, got {metric!r}"
+                         f"{did_you_mean(metric, METRICS)}")
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"config: seed must be an integer, got {seed!r}")

@@ -4,7 +4,6 @@ training produces non-finite values or exploding gradients."""
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
@@ -28,6 +27,7 @@ from diagnose.trainer.trainer import Trainer
 from diagnose.tune.space import decode, parse_space
 from diagnose.tune.study import TuneResult, create_study, result_of, run_trials
 from diagnose.tune.workers import HEARTBEAT_SECONDS
+from diagnose.validate import did_you_mean
 
 # Parameters the trainer takes itself; every other parameter goes to model_fn only.
 TRAINER_PARAMS = ("optimizer", "lr", "batch_size", "l1", "l2", "momentum")
@@ -135,8 +135,7 @@ def _call_model_fn(model_fn: Callable[..., nn.Module], params: dict[str, Any]) -
     unused = [name for name in params if name not in TRAINER_PARAMS and name not in seen.read]
     if unused:
         read = sorted(seen.read & set(params))
-        hints = [f"{name!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
-            name, [*TRAINER_PARAMS, *read], 1)) else "") for name in unused]
+        hints = [f"{name!r}{did_you_mean(name, [*TRAINER_PARAMS, *read])}" for name in unused]
         raise ValueError(f"space: {', '.join(hints)} {'is' if len(unused) == 1 else 'are'} neither a Trainer "
                          f"parameter ({', '.join(TRAINER_PARAMS)}) nor read by model_fn"
                          + ("" if takes_params else " (it takes no parameters)")
@@ -210,9 +209,8 @@ def tune_trainer(
     _, loss_spec = resolve_loss(trainer_kwargs.get("loss", "cross_entropy"))
     metrics = ["val_loss"] + (["val_accuracy"] if loss_spec is not None and loss_spec.classification else [])
     if metric not in metrics:
-        close = difflib.get_close_matches(str(metric), metrics, 1)
         raise ValueError(f"metric: expected one of {metrics} (what the Trainer measures on the validation data "
-                         f"with this loss), got {metric!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+                         f"with this loss), got {metric!r}{did_you_mean(metric, metrics)}")
     if "run_dir" in trainer_kwargs:
         raise TypeError("run_dir: pass it to tune_trainer itself (each trial records into its own sub-directory)")
     if val is None and folds is None:

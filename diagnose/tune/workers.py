@@ -38,6 +38,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from diagnose.validate import did_you_mean
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10.0
@@ -254,9 +256,7 @@ def load_study(url: str, name: str) -> optuna.Study:
     storage = storage_from_url(url, heartbeat=None)
     names = optuna.get_all_study_names(storage)
     if name not in names:
-        import difflib
-        close = difflib.get_close_matches(name, names, 1)
-        raise ValueError(f"study: no study {name!r} in {url}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        raise ValueError(f"study: no study {name!r} in {url}" + did_you_mean(name, names)
                          + (f"; it holds: {', '.join(names)}" if names else "; it holds none"))
     return optuna.load_study(study_name=name, storage=storage)
 

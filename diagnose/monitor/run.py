@@ -54,6 +54,11 @@ def _steps_clause(steps: Sequence[int] | tuple[int, int] | None) -> str:
     return f" AND step IN ({','.join(str(int(s)) for s in steps)})" if len(steps) else " AND 0"
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the store has table ``name`` (runs written before it existed do not)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def _pivot(rows: list[tuple[int, str, float | None]], order: list[str]) -> pd.DataFrame:
     """(step, layer, value) rows -> a step x layer table: layers in ``order``, steps sorted,
     without the steps and layers that hold no value."""
@@ -218,7 +223,7 @@ class Run:
     def layer_names(self, rank: int = 0) -> list[str]:
         """The recorded layers in the order they were first recorded (the model's order)."""
         with self._connect(self._path(rank)) as conn:
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'layers'").fetchone():
+            if _has_table(conn, "layers"):
                 return [row[0] for row in conn.execute("SELECT name FROM layers ORDER BY rowid")]
             # a run written before the layers table existed: scan
             return [row[0] for row in conn.execute("SELECT layer FROM layer_stats GROUP BY layer ORDER BY MIN(rowid)")]
@@ -251,7 +256,7 @@ class Run:
         """The layers with ``kind`` histograms ("act", "grad", "weight"), in the order first recorded."""
         validate.one_of("kind", kind, histogram.KINDS)
         with self._connect(self._path(rank)) as conn:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'histograms'").fetchone():
+            if not _has_table(conn, "histograms"):
                 return []  # written before histograms existed
             return [row[0] for row in conn.execute(
                 "SELECT layer FROM histograms WHERE kind = ? GROUP BY layer ORDER BY MIN(rowid)", (kind,))]
@@ -270,8 +275,7 @@ class Run:
         """
         validate.one_of("kind", kind, histogram.KINDS)
         with self._connect(self._path(rank)) as conn:
-            has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'histograms'").fetchone()
-            rows = [] if not has_table else conn.execute(
+            rows = [] if not _has_table(conn, "histograms") else conn.execute(
                 "SELECT step, first, counts FROM histograms WHERE kind = ? AND layer = ?" + _steps_clause(steps)
                 + " ORDER BY step", (kind, layer)).fetchall()
         if not rows:

@@ -20,9 +20,9 @@ sampled steps  parameter statistics (gradient, weight and   a pass over the grad
                                                             OF THE PARAMETERS for the whole run
                                                             (``parameters.py``) to measure the
                                                             update
-sampled steps  histograms of every observed output, every     a shift, a mask and a count per element
+sampled steps  histograms of every observed output, every     a shift, an add and a count per element
 (every 200     layer's gradient and weights (``histogram.py``: (~1.2 ns each on a CPU core); temporaries
-steps)         fixed log-spaced bins), counted on the device    under 1/8 of the tensor counted
+steps)         fixed log-spaced bins), counted on the device    under 1/16 of the tensor counted
 sampled steps  exact NaN/Inf counts                         one host sync (a single bool)
 a flush        the buffered values copied to the host and   one copy per device; the disk is the
                handed to the store's thread                 store's thread's
@@ -410,18 +410,16 @@ class Watch:
             layers = self.layers
             if not layers.params:
                 return
-            with_grad = [(p.grad, owner) for p, owner in zip(layers.params, layers.owner_ids)
-                         if p.grad is not None and p.grad.is_floating_point()]
-            if with_grad:
-                names = [name for i, name in enumerate(layers.names) if i not in layers.missing]
-                counts = histograms.per_layer([g for g, _ in with_grad], [o for _, o in with_grad], len(layers),
-                                              layers.device)
+            owned = list(zip(layers.params, layers.owner_ids))
+            grads = [(p.grad, owner) for p, owner in owned if p.grad is not None and p.grad.is_floating_point()]
+            if grads:  # the layers without a gradient this step (layers.missing) get no row
                 keep = [i for i in range(len(layers)) if i not in layers.missing]
-                self.buffer.add(HistogramRecord(step, "grad", names, counts if len(keep) == len(layers)
-                                                else counts[keep]))
-            floating = [(p, owner) for p, owner in zip(layers.params, layers.owner_ids) if p.is_floating_point()]
-            self.buffer.add(HistogramRecord(step, "weight", layers.names, histograms.per_layer(
-                [p for p, _ in floating], [o for _, o in floating], len(layers), layers.device)))
+                counts = histograms.per_layer(grads, len(layers), layers.device)
+                self.buffer.add(HistogramRecord(step, "grad", [layers.names[i] for i in keep],
+                                                counts if len(keep) == len(layers) else counts[keep]))
+            weights = [(p, owner) for p, owner in owned if p.is_floating_point()]
+            self.buffer.add(HistogramRecord(step, "weight", layers.names,
+                                            histograms.per_layer(weights, len(layers), layers.device)))
         except Exception as err:  # noqa: BLE001 - a broken statistic must not stop training
             self._fail(HISTOGRAMS, err)
 

@@ -85,6 +85,11 @@ def _overhead(info: dict[str, Any]) -> str | None:
     return text
 
 
+def shown_verdict(verdict: str, meta: dict[str, Any]) -> str:
+    """The verdict a page shows: a run that did not finish is not called healthy."""
+    return "no problems so far" if verdict == "healthy" and not meta.get("complete") else verdict
+
+
 def summary(run: Run, data: RunData) -> dict[str, Any]:
     """Verdict, findings, final metrics and run metadata."""
     meta = data.meta
@@ -103,9 +108,7 @@ def summary(run: Run, data: RunData) -> dict[str, Any]:
                      if len(kept) else "the last logged values")
     optimizer = meta.get("optimizer") or {}
     model = meta.get("model") or {}
-    verdict = evaluation.verdict
-    if verdict == "healthy" and not meta.get("complete"):
-        verdict = "no problems so far"  # a run that did not finish is not called healthy
+    verdict = shown_verdict(evaluation.verdict, meta)
     return {
         "verdict": verdict, "final_caption": final_caption,
         "findings": [{"severity": f.severity, "kind": f.kind, "layer": f.layer,
@@ -194,25 +197,26 @@ HISTOGRAM_LAYERS = 6
 def pick_layers(layers: list[str], flagged: list[str], n: int) -> list[str]:
     """Up to ``n`` of ``layers``: those in ``flagged`` first (at most half), then evenly spaced
     (first and last included); returned in the order of ``layers``."""
-    chosen = [layer for layer in dict.fromkeys(flagged) if layer in set(layers)][: n // 2]
+    known = set(layers)
+    chosen = [layer for layer in dict.fromkeys(flagged) if layer in known][: n // 2]
     rest = [layer for layer in layers if layer not in chosen]
     room = n - len(chosen)
     if room > 0 and rest:
         picks = np.unique(np.linspace(0, len(rest) - 1, min(room, len(rest))).round().astype(int))
         chosen += [rest[i] for i in picks]
-    return [layer for layer in layers if layer in set(chosen)]
+    keep = set(chosen)
+    return [layer for layer in layers if layer in keep]
 
 
 def distributions(run: Run, data: RunData, flagged: list[str]) -> dict[str, Any] | None:
     """Each kind's histograms over time for a few layers (``HISTOGRAM_LAYERS``); None when the run
     recorded none."""
-    forward = data.meta.get("forward_order") or []
+    position = {name: i for i, name in enumerate(data.meta.get("forward_order") or [])}
     kinds = []
     for kind in histogram.KINDS:
         recorded = run.histogram_layers(kind)
         if not recorded:
             continue
-        position = {name: i for i, name in enumerate(forward)}
         ordered = sorted(recorded, key=lambda name: position.get(name, len(position)))
         chosen = pick_layers(ordered, flagged, HISTOGRAM_LAYERS)
         frames = [(layer, run.histograms(kind, layer)) for layer in chosen]
@@ -481,8 +485,7 @@ def _trial_health(run_dir: Path, relative_to: Path | None) -> dict[str, Any]:
     data = RunData.from_run(run)
     evaluation = evaluate(data)
     href = os.path.relpath(run_dir, relative_to) if relative_to is not None else str(run_dir)
-    return {"verdict": evaluation.verdict if data.meta.get("complete") or evaluation.verdict != "healthy"
-            else "no problems so far", "note": f"{len(evaluation.findings)} finding"
+    return {"verdict": shown_verdict(evaluation.verdict, data.meta), "note": f"{len(evaluation.findings)} finding"
             + ("" if len(evaluation.findings) == 1 else "s"), "href": href, "path": str(run_dir)}
 
 

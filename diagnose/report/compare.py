@@ -15,7 +15,7 @@ import pandas as pd
 from diagnose.findings import RunData, evaluate
 from diagnose.monitor.run import Run, load_run
 from diagnose.report import plots, svg
-from diagnose.report.build import _duration, _fmt, recorded_steps
+from diagnose.report.build import _duration, _fmt, recorded_steps, shown_verdict
 
 # Statistics drawn per shared layer (one line per run), and how many shared layers are drawn.
 LAYER_STATISTICS = (("grad_norm", "gradient norm"), ("update_ratio", "update / weight ratio"))
@@ -170,7 +170,7 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     page = _ENV.get_template("compare.html.j2").render(
         title=f"diagnose comparison of {len(runs)} runs", names=labels, dirs=[str(p) for p in paths],
         runs=[{"name": n, "state": r.state(m), "steps": recorded_steps(m, d), "duration": _duration(m, r),
-               "verdict": e.verdict if m.get("complete") or e.verdict != "healthy" else "no problems so far",
+               "verdict": shown_verdict(e.verdict, m),
                "findings": [{"severity": f.severity, "kind": f.kind, "layer": f.layer, "message": f.message,
                              "remedy": f.remedy} for f in e.findings]}
               for n, r, m, d, e in zip(labels, runs, metas, datas, evaluations, strict=True)],

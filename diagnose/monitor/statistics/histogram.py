@@ -213,10 +213,9 @@ class LayerHistograms:
         return [names[i] for i in indices], stacked
 
     @staticmethod
-    def per_layer(tensors: Sequence[torch.Tensor], owner: Sequence[int], n_layers: int,
-                  device: torch.device) -> torch.Tensor:
-        """(n_layers, N_CODES) counts of per-parameter tensors summed per owning layer."""
+    def per_layer(owned: Sequence[tuple[torch.Tensor, int]], n_layers: int, device: torch.device) -> torch.Tensor:
+        """(n_layers, N_CODES) counts of (tensor, owning layer) pairs summed per layer."""
         out = torch.zeros(n_layers, N_CODES, dtype=torch.long, device=device)
-        for tensor, layer in zip(tensors, owner):
+        for tensor, layer in owned:
             out[layer] += device_counts(tensor).to(device)
         return out
